@@ -1,0 +1,47 @@
+/*
+ * The interface between the C shim (kmod/ctlpass.c) and the Rust crate.
+ *
+ * The first groups are implemented in Rust and referenced by the shim's
+ * linker-set declarations; the last is implemented by the shim: the module's
+ * kernel objects, and one-line wrappers for kernel macros and static inline
+ * functions that Rust cannot call.  bindgen reads this file through
+ * bindings/wrapper.h, so both sides agree on every prototype.
+ */
+#ifndef _CTLPASS_SHIM_H_
+#define _CTLPASS_SHIM_H_
+
+/* Implemented in Rust (src/kern/entry.rs): module-wide set-up and tear-down,
+ * run first at load (SI_SUB_LOCK) and last at unload. */
+void	ctlpass_sysinit(void *arg);
+void	ctlpass_sysuninit(void *arg);
+
+/* Implemented in Rust: the CTL backend "passthrough". */
+int	ctlpass_be_init(void);
+int	ctlpass_be_shutdown(void);
+int	ctlpass_be_data_submit(union ctl_io *io);
+int	ctlpass_be_config_read(union ctl_io *io);
+int	ctlpass_be_config_write(union ctl_io *io);
+int	ctlpass_be_ioctl(struct cdev *dev, u_long cmd, caddr_t addr, int flag,
+	    struct thread *td);
+int	ctlpass_be_lun_info(struct ctl_be_lun *be_lun, struct sbuf *sb);
+
+/* Implemented in Rust: the CAM peripheral driver "ctlpass". */
+void	ctlpass_periph_init(void);
+int	ctlpass_periph_deinit(void);
+
+/* Implemented by the shim. */
+MALLOC_DECLARE(M_CTLPASS);
+extern struct periph_driver ctlpass_periph_driver;
+
+void	ctlpass_mtx_init(struct mtx *m, const char *name);
+void	ctlpass_mtx_destroy(struct mtx *m);
+void	ctlpass_mtx_lock(struct mtx *m);
+void	ctlpass_mtx_unlock(struct mtx *m);
+void	ctlpass_periph_lock(struct cam_periph *periph);
+void	ctlpass_periph_unlock(struct cam_periph *periph);
+struct cam_periph *ctlpass_periph_acquire_first(void);
+struct cam_periph *ctlpass_periph_acquire_next(struct cam_periph *periph);
+void	ctlpass_xpt_path_inq(struct ccb_pathinq *cpi, struct cam_path *path);
+void	ctlpass_pause(const char *wmesg, int ticks);
+
+#endif /* _CTLPASS_SHIM_H_ */

@@ -1,0 +1,138 @@
+//! The module's entry points: the functions the C shim's declarations
+//! (kmod/ctlpass.h) name, turning the kernel's raw arguments into safe types
+//! for `crate::backend` and `crate::periph`.
+
+use core::ffi::{c_int, c_ulong, c_void};
+
+use super::ctl::{CTL_LUN_REQ, Completion, CtlIo, LunReq};
+use super::errno::Errno;
+use crate::{backend, periph, sys};
+
+/// Module load, first of all (`SYSINIT` at `SI_SUB_LOCK`).
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_sysinit(_arg: *mut c_void) {
+    backend::sysinit();
+}
+
+/// Module unload, last of all (`SYSUNINIT` at `SI_SUB_LOCK`).
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_sysuninit(_arg: *mut c_void) {
+    backend::sysuninit();
+}
+
+/// `ctl_backend_driver.init`, from `ctl_backend_register` at module load.
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_be_init() -> c_int {
+    Errno::to_raw(backend::init())
+}
+
+/// `ctl_backend_driver.shutdown`, from `ctl_backend_deregister` at unload;
+/// non-zero keeps the module loaded.
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_be_shutdown() -> c_int {
+    Errno::to_raw(backend::shutdown())
+}
+
+fn submit(io: *mut sys::ctl_io, completion: Completion) -> c_int {
+    // SAFETY: CTL hands the backend each I/O once, and it stays ours until
+    // completed.
+    if let Some(io) = unsafe { CtlIo::from_ptr(io) } {
+        backend::submit(io, completion);
+    }
+    sys::CTL_RETVAL_COMPLETE as c_int
+}
+
+/// `ctl_backend_driver.data_submit`: READ, WRITE, VERIFY, COMPARE AND WRITE.
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_be_data_submit(io: *mut sys::ctl_io) -> c_int {
+    submit(io, Completion::DataSubmit)
+}
+
+/// `ctl_backend_driver.config_read`: GET LBA STATUS.
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_be_config_read(io: *mut sys::ctl_io) -> c_int {
+    submit(io, Completion::ConfigRead)
+}
+
+/// `ctl_backend_driver.config_write`: SYNCHRONIZE CACHE, WRITE SAME, UNMAP,
+/// START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL.
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_be_config_write(io: *mut sys::ctl_io) -> c_int {
+    submit(io, Completion::ConfigWrite)
+}
+
+/// `ctl_backend_driver.ioctl`: CTL passes `CTL_LUN_REQ` requests naming this
+/// backend, in the requesting process's context.
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_be_ioctl(
+    _dev: *mut sys::cdev,
+    cmd: c_ulong,
+    addr: sys::caddr_t,
+    _flag: c_int,
+    _td: *mut sys::thread,
+) -> c_int {
+    if cmd != CTL_LUN_REQ || addr.is_null() {
+        return Errno::ENOTTY.as_raw();
+    }
+    // SAFETY: for CTL_LUN_REQ, `addr` is the kernel copy of the caller's
+    // struct ctl_lun_req, ours for the duration of the call.
+    let mut req = unsafe { LunReq::from_ptr(addr.cast()) };
+    backend::lun_request(&mut req);
+    0
+}
+
+/// `ctl_backend_driver.lun_info`: extra XML elements for `ctladm devlist -v`.
+/// Called with CTL's mutexes held, so it must not sleep.
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_be_lun_info(_be_lun: *mut sys::ctl_be_lun, _sb: *mut sys::sbuf) -> c_int {
+    0
+}
+
+/// `periph_driver.init`, from `periphdriver_register` at module load.
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_periph_init() {
+    periph::init();
+}
+
+/// `periph_driver.deinit`, from `periphdriver_unregister` at unload;
+/// non-zero keeps the module loaded.
+#[unsafe(no_mangle)]
+pub extern "C" fn ctlpass_periph_deinit() -> c_int {
+    Errno::to_raw(periph::deinit())
+}
+
+/// Each entry point has the type its C prototype (kmod/ctlpass.h) declares.
+const _: () = {
+    let _: [unsafe extern "C" fn(*mut c_void); 4] = [
+        sys::ctlpass_sysinit,
+        ctlpass_sysinit,
+        sys::ctlpass_sysuninit,
+        ctlpass_sysuninit,
+    ];
+    let _: [unsafe extern "C" fn() -> c_int; 6] = [
+        sys::ctlpass_be_init,
+        ctlpass_be_init,
+        sys::ctlpass_be_shutdown,
+        ctlpass_be_shutdown,
+        sys::ctlpass_periph_deinit,
+        ctlpass_periph_deinit,
+    ];
+    let _: [unsafe extern "C" fn(*mut sys::ctl_io) -> c_int; 6] = [
+        sys::ctlpass_be_data_submit,
+        ctlpass_be_data_submit,
+        sys::ctlpass_be_config_read,
+        ctlpass_be_config_read,
+        sys::ctlpass_be_config_write,
+        ctlpass_be_config_write,
+    ];
+    let _: [unsafe extern "C" fn(
+        *mut sys::cdev,
+        c_ulong,
+        sys::caddr_t,
+        c_int,
+        *mut sys::thread,
+    ) -> c_int; 2] = [sys::ctlpass_be_ioctl, ctlpass_be_ioctl];
+    let _: [unsafe extern "C" fn(*mut sys::ctl_be_lun, *mut sys::sbuf) -> c_int; 2] =
+        [sys::ctlpass_be_lun_info, ctlpass_be_lun_info];
+    let _: [unsafe extern "C" fn(); 2] = [sys::ctlpass_periph_init, ctlpass_periph_init];
+};

@@ -1,0 +1,13 @@
+//! Kernel support: the only code that touches the raw FreeBSD bindings
+//! (`crate::sys`).  It wraps them in safe types for `crate::backend` and
+//! `crate::periph`, and holds the entry points the C shim declares.
+
+pub mod alloc;
+pub mod cam;
+pub mod ctl;
+pub mod entry;
+pub mod errno;
+pub mod fmt;
+pub mod log;
+pub mod panic;
+pub mod sync;

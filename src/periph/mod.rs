@@ -1,0 +1,202 @@
+//! The CAM peripheral driver `ctlpass`: one periph on every SCSI device CAM
+//! knows (except CTL's own `camsim` LUNs), holding the device's identity so
+//! that the backend can find it by name, address, device id or serial
+//! number, and later carrying the CTL I/O to it.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::kern::alloc::{KBox, Wait};
+use crate::kern::cam::{self, CamAddress, CamStatus, DeviceLocked, GetDev, Path, PeriphLock};
+use crate::kern::errno::Errno;
+use crate::printf;
+use crate::scsi::inquiry::{Ascii, Inquiry, Qualifier};
+
+/// The SIM name of CTL's own CAM frontend (ctl_frontend_cam_sim.c).  Its
+/// devices are CTL LUNs: exporting them into CTL again would loop.
+const CTL_CAMSIM: &[u8] = b"camsim";
+
+/// Longest unit serial number CAM keeps (`ccb_getdev.serial_num`).
+pub const SERIAL_MAX: usize = 252;
+
+/// Set while the driver detaches (deinit): devices that arrive then,
+/// including deferred re-arrivals replayed when an old periph is freed, are
+/// not attached.
+static DETACHING: AtomicBool = AtomicBool::new(false);
+
+/// The identity of a device, cached when the periph attaches.
+pub struct Identity {
+    /// Where the device is.
+    pub address: CamAddress,
+    /// Standard INQUIRY data.
+    pub inquiry: Inquiry,
+    serial: [u8; SERIAL_MAX],
+    serial_len: usize,
+    sim_name: [u8; 16],
+    sim_name_len: usize,
+    /// The SIM's unit number.
+    pub sim_unit: u32,
+    /// Largest transfer the SIM accepts, in bytes.
+    pub max_io: u32,
+}
+
+impl Identity {
+    /// The unit serial number (VPD page 0x80) as CAM read it; may be empty.
+    pub fn serial(&self) -> &[u8] {
+        self.serial.get(..self.serial_len).unwrap_or(&[])
+    }
+
+    /// The name of the SIM (host adapter driver) the device is behind.
+    pub fn sim_name(&self) -> &[u8] {
+        self.sim_name.get(..self.sim_name_len).unwrap_or(&[])
+    }
+}
+
+/// The driver's state for one periph.
+pub struct Softc {
+    /// The device's identity.
+    pub identity: Identity,
+    /// Cleared when the periph is invalidated (the device went away or the
+    /// driver detaches).
+    valid: AtomicBool,
+}
+
+impl Softc {
+    /// Whether the periph still serves its device.
+    pub fn is_valid(&self) -> bool {
+        self.valid.load(Ordering::Acquire)
+    }
+}
+
+/// Called when the driver is registered (module load): attach to every SCSI
+/// device that exists and to every one that arrives later.
+pub fn init() {
+    DETACHING.store(false, Ordering::Release);
+    if let Err(status) = cam::register_found_device() {
+        printf!(
+            "ctlpass: cannot register for device arrivals ({status}); no device will be attached\n"
+        );
+    }
+}
+
+/// Called when the driver is unregistered (module unload).  Refused with
+/// EBUSY while a LUN uses a device; otherwise detaches from every device and
+/// returns once all periphs are freed.
+pub fn deinit() -> Result<(), Errno> {
+    crate::backend::quiesce()?;
+    DETACHING.store(true, Ordering::Release);
+    cam::deregister_found_device();
+    cam::for_each_periph(|periph| periph.lock().invalidate());
+    // References held by CAM itself (a completion in progress) are released
+    // shortly; wait for the last periph to be freed so that no CAM callback
+    // can reach the module once it is gone.
+    let mut waited = 0;
+    while !cam::no_periphs() {
+        cam::pause(c"ctlpdet", (cam::hz() / 10).max(1));
+        waited += 1;
+        if waited % 50 == 0 {
+            printf!("ctlpass: waiting for periphs to be released\n");
+        }
+    }
+    Ok(())
+}
+
+/// `AC_FOUND_DEVICE`: a device arrived (or existed when the driver was
+/// registered).  Attach unless it is not SCSI, is one of CTL's own LUNs, or
+/// reports no connected logical unit.
+pub fn device_found(path: &Path, cgd: &GetDev, locked: &DeviceLocked) {
+    if DETACHING.load(Ordering::Acquire) || !cgd.is_scsi() {
+        return;
+    }
+    match Inquiry::parse(cgd.inquiry_data()) {
+        Ok(inq) if inq.qualifier == Qualifier::Connected => {}
+        _ => return,
+    }
+    if path.inquire().sim_name() == CTL_CAMSIM {
+        return;
+    }
+    let status = cam::periph_alloc(path, cgd, locked);
+    if status != CamStatus::REQ_CMP && status != CamStatus::REQ_INPROG {
+        printf!(
+            "ctlpass: cannot attach to the device at {} ({status})\n",
+            path.address()
+        );
+    }
+}
+
+/// Builds the state of a new periph.  On error CAM frees the periph without
+/// calling [`dtor`].
+pub fn ctor(lock: &PeriphLock<'_>, cgd: &GetDev) -> Result<KBox<Softc>, CamStatus> {
+    let periph = lock.periph();
+    let path = periph.path();
+    let inquiry = Inquiry::parse(cgd.inquiry_data()).map_err(|_| CamStatus::REQ_CMP_ERR)?;
+    let cpi = path.inquire();
+    let mut identity = Identity {
+        address: path.address(),
+        inquiry,
+        serial: [0; SERIAL_MAX],
+        serial_len: 0,
+        sim_name: [0; 16],
+        sim_name_len: 0,
+        sim_unit: cpi.sim_unit(),
+        max_io: cpi.max_io(),
+    };
+    identity.serial_len = copy_prefix(&mut identity.serial, cgd.serial_number());
+    identity.sim_name_len = copy_prefix(&mut identity.sim_name, cpi.sim_name());
+    let softc = KBox::new(
+        Softc {
+            identity,
+            valid: AtomicBool::new(true),
+        },
+        Wait::NoWait,
+    )
+    .map_err(|_| {
+        printf!(
+            "ctlpass{}: no memory for the periph's state\n",
+            periph.unit_number()
+        );
+        CamStatus::RESRC_UNAVAIL
+    })?;
+    if let Err(status) = lock.register_lost_device() {
+        printf!(
+            "ctlpass{}: cannot register for device loss ({status})\n",
+            periph.unit_number()
+        );
+        return Err(status);
+    }
+    let id = &softc.identity;
+    printf!(
+        "ctlpass{}: {} {} at scbus{} target {} lun {} ({}{})\n",
+        periph.unit_number(),
+        id.inquiry.description(),
+        id.inquiry.device_type.name(),
+        id.address.path_id,
+        id.address.target_id,
+        id.address.lun_id,
+        Ascii(id.sim_name()),
+        id.sim_unit,
+    );
+    Ok(softc)
+}
+
+/// The periph is invalidated: its device is gone or the driver detaches.
+pub fn oninvalidate(lock: &PeriphLock<'_>) {
+    lock.deregister_async();
+    if let Some(softc) = lock.periph().softc() {
+        softc.valid.store(false, Ordering::Release);
+    }
+}
+
+/// The last reference to the periph is gone; its state is freed here.
+pub fn dtor(lock: &PeriphLock<'_>, softc: KBox<Softc>) {
+    drop(softc);
+    printf!("ctlpass{}: detached\n", lock.periph().unit_number());
+}
+
+/// Copies as much of `src` as fits into `dst`; returns the length copied.
+fn copy_prefix(dst: &mut [u8], src: &[u8]) -> usize {
+    let n = dst.len().min(src.len());
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = *s;
+    }
+    n
+}

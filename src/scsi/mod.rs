@@ -1,0 +1,7 @@
+//! Pure SCSI logic (SPC/SBC/MMC/SSC/SMC): decoding and encoding of what
+//! devices and initiators exchange.  No FFI and no `unsafe`: everything here
+//! is tested and fuzzed on the host.
+
+pub mod inquiry;
+
+pub use inquiry::{Ascii, Inquiry, PeripheralType, Qualifier};
