@@ -66,6 +66,7 @@ fn main() {
     fs::write(out.join("kmod-cflags"), clang_args.join("\n") + "\n")
         .expect("write OUT_DIR/kmod-cflags");
     println!("cargo::metadata=cppflags={}", cppflags.join("\x1f"));
+    println!("cargo::metadata=hosted_renames={}", HOSTED_RENAMES.join(","));
 
     let hosted = env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("none");
     let mut builder = bindgen::Builder::default()

@@ -1,0 +1,269 @@
+//! mutex(9) for the simulated kernel: the functions a module's `mtx_lock`
+//! and friends compile to (with `LOCK_DEBUG`, as for every module), with the
+//! checks FreeBSD makes under INVARIANTS and WITNESS: recursion on a
+//! non-recursive mutex, unlocking a mutex one does not own, using a
+//! destroyed mutex, and sleeping with a mutex held.  A wait of more than
+//! `DEADLOCK_SECONDS` panics instead of hanging the test.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, c_char, c_int};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::kpanic;
+use crate::sys;
+
+const MTX_UNOWNED: usize = 0x4;
+const MTX_DESTROYED: usize = 0x6;
+const DEADLOCK_SECONDS: u64 = 30;
+
+thread_local! {
+    /// The mutexes this thread holds, innermost last.
+    static HELD: RefCell<Vec<(usize, String)>> = const { RefCell::new(Vec::new()) };
+    static THREAD_TOKEN: u64 = const { 0 };
+}
+
+/// A value identifying the current thread, usable as a lock owner (aligned,
+/// never one of the MTX_* flag values).
+fn curthread() -> usize {
+    THREAD_TOKEN.with(|t| std::ptr::from_ref(t) as usize)
+}
+
+fn word<'a>(c: *mut usize) -> &'a AtomicUsize {
+    // SAFETY: `c` is the mtx_lock word of a struct mtx (callers pass
+    // &m->mtx_lock); AtomicUsize has usize's layout.
+    unsafe { AtomicUsize::from_ptr(c) }
+}
+
+fn mtx_of(c: *mut usize) -> *mut sys::mtx {
+    c.cast::<u8>().wrapping_sub(std::mem::offset_of!(sys::mtx, mtx_lock)).cast()
+}
+
+fn name_of(c: *mut usize) -> String {
+    // SAFETY: the mtx containing `c` was initialised with a name.
+    let name = unsafe { (*mtx_of(c)).lock_object.lo_name };
+    if name.is_null() {
+        return "(uninitialised)".into();
+    }
+    // SAFETY: lo_name is the static name given to mtx_init.
+    unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+}
+
+fn location(file: *const c_char, line: c_int) -> String {
+    if file.is_null() {
+        return "?".into();
+    }
+    // SAFETY: __FILE__ strings are NUL-terminated.
+    format!("{}:{line}", unsafe { CStr::from_ptr(file) }.to_string_lossy())
+}
+
+/// `mtx_init(9)`.
+///
+/// # Safety
+///
+/// `c` is the `mtx_lock` word of a writable `struct mtx`; `name` is a
+/// NUL-terminated string that outlives the mutex.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _mtx_init(c: *mut usize, name: *const c_char, _type: *const c_char, opts: c_int) {
+    let m = mtx_of(c);
+    // SAFETY: the caller passes a struct mtx it owns.
+    unsafe {
+        (*m).lock_object.lo_name = name;
+        (*m).lock_object.lo_flags = sys::LO_INITIALIZED
+            | if opts as u32 & sys::MTX_RECURSE != 0 { sys::LO_RECURSABLE } else { 0 };
+        (*m).lock_object.lo_data = 0;
+    }
+    word(c).store(MTX_UNOWNED, Ordering::Release);
+}
+
+/// `mtx_destroy(9)`: the mutex must be unowned, or owned (not recursed) by
+/// the caller.
+///
+/// # Safety
+///
+/// `c` belongs to an initialised `struct mtx`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _mtx_destroy(c: *mut usize) {
+    let owner = word(c).load(Ordering::Acquire);
+    if owner == curthread() {
+        forget_held(c);
+    } else if owner != MTX_UNOWNED {
+        kpanic!("mtx_destroy of mutex {} held by another thread", name_of(c));
+    }
+    word(c).store(MTX_DESTROYED, Ordering::Release);
+}
+
+/// `mtx_lock(9)`.
+///
+/// # Safety
+///
+/// `c` belongs to an initialised `struct mtx`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __mtx_lock_flags(c: *mut usize, _opts: c_int, file: *const c_char, line: c_int) {
+    let me = curthread();
+    let w = word(c);
+    let current = w.load(Ordering::Acquire);
+    if current == MTX_DESTROYED || current == 0 {
+        kpanic!("mtx_lock() of destroyed or uninitialised mutex {} @ {}", name_of(c), location(file, line));
+    }
+    if current == me {
+        // SAFETY: initialised struct mtx (checked above).
+        let lo = unsafe { &mut (*mtx_of(c)).lock_object };
+        if lo.lo_flags & sys::LO_RECURSABLE == 0 {
+            kpanic!("_mtx_lock_sleep: recursed on non-recursive mutex {} @ {}", name_of(c), location(file, line));
+        }
+        lo.lo_data += 1;
+        return;
+    }
+    let start = Instant::now();
+    let mut spins = 0u32;
+    while w.compare_exchange_weak(MTX_UNOWNED, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        spins += 1;
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+            if spins % 1024 == 0 && start.elapsed() > Duration::from_secs(DEADLOCK_SECONDS) {
+                kpanic!(
+                    "deadlock: waited {DEADLOCK_SECONDS} s for mutex {} @ {} (this thread holds: {})",
+                    name_of(c),
+                    location(file, line),
+                    held_names().join(", ")
+                );
+            }
+        }
+    }
+    HELD.with(|h| h.borrow_mut().push((c as usize, name_of(c))));
+}
+
+/// `mtx_unlock(9)`.
+///
+/// # Safety
+///
+/// `c` belongs to an initialised `struct mtx`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __mtx_unlock_flags(c: *mut usize, _opts: c_int, file: *const c_char, line: c_int) {
+    let w = word(c);
+    if w.load(Ordering::Acquire) != curthread() {
+        kpanic!("mtx_unlock() of mutex {} not owned by this thread @ {}", name_of(c), location(file, line));
+    }
+    // SAFETY: this thread owns the (initialised) mutex.
+    let lo = unsafe { &mut (*mtx_of(c)).lock_object };
+    if lo.lo_data > 0 {
+        lo.lo_data -= 1;
+        return;
+    }
+    forget_held(c);
+    w.store(MTX_UNOWNED, Ordering::Release);
+}
+
+fn forget_held(c: *mut usize) {
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        if let Some(i) = h.iter().rposition(|(a, _)| *a == c as usize) {
+            h.remove(i);
+        }
+    });
+}
+
+/// Names of the mutexes the current thread holds.
+pub fn held_names() -> Vec<String> {
+    HELD.with(|h| h.borrow().iter().map(|(_, n)| n.clone()).collect())
+}
+
+/// Whether the current thread owns `m` (`mtx_owned`).
+pub fn owned(m: *mut sys::mtx) -> bool {
+    // SAFETY: only the address of the lock word is computed.
+    let c = unsafe { &raw mut (*m).mtx_lock };
+    word(c.cast()).load(Ordering::Acquire) == curthread()
+}
+
+/// WITNESS's check before sleeping: panics if the current thread holds any
+/// mutex.
+pub fn assert_may_sleep(what: &str) {
+    let held = held_names();
+    if !held.is_empty() {
+        kpanic!("{what}: sleeping with the following non-sleepable locks held: {}", held.join(", "));
+    }
+}
+
+/// A mutex owned by the simulated kernel itself (device mutexes, the
+/// topology lock), using the same implementation as the module's.
+pub struct KMutex(Box<sys::mtx>);
+
+// SAFETY: the mutex word is only accessed atomically.
+unsafe impl Send for KMutex {}
+// SAFETY: as above.
+unsafe impl Sync for KMutex {}
+
+impl KMutex {
+    /// An initialised mutex named `name`.
+    pub fn new(name: &'static CStr) -> KMutex {
+        // SAFETY: struct mtx is plain data.
+        let mut m: Box<sys::mtx> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: a fresh, boxed (so never moving) struct mtx.
+        unsafe { _mtx_init((&raw mut m.mtx_lock).cast(), name.as_ptr(), std::ptr::null(), 0) };
+        KMutex(m)
+    }
+
+    /// The `struct mtx`, for `xpt_path_mtx` and friends.
+    pub fn as_ptr(&self) -> *mut sys::mtx {
+        std::ptr::from_ref(&*self.0).cast_mut()
+    }
+
+    /// Locks it; the guard unlocks.
+    pub fn lock(&self) -> KMutexGuard<'_> {
+        self.lock_raw();
+        KMutexGuard(self)
+    }
+
+    /// Locks it without a guard, for kernel functions that lock and unlock
+    /// in separate calls (`xpt_lock_buses`, `xpt_unlock_buses`).
+    pub fn lock_raw(&self) {
+        // SAFETY: initialised in `new`.
+        unsafe { __mtx_lock_flags((&raw mut (*self.as_ptr()).mtx_lock).cast(), 0, c"simkern".as_ptr(), 0) };
+    }
+
+    /// Unlocks a mutex locked with [`KMutex::lock_raw`]; panics (the
+    /// simulated kernel's) unless the current thread holds it.
+    pub fn unlock_raw(&self) {
+        // SAFETY: initialised in `new`; ownership is checked by the unlock.
+        unsafe { __mtx_unlock_flags((&raw mut (*self.as_ptr()).mtx_lock).cast(), 0, c"simkern".as_ptr(), 0) };
+    }
+}
+
+/// Holds a [`KMutex`].
+pub struct KMutexGuard<'a>(&'a KMutex);
+
+impl Drop for KMutexGuard<'_> {
+    fn drop(&mut self) {
+        self.0.unlock_raw();
+    }
+}
+
+/// The simulated kernel's clock: `hz` ticks a second.
+#[unsafe(no_mangle)]
+pub static mut hz: c_int = 1000;
+
+/// One tick as an sbintime_t (1 << 32 is a second).
+#[unsafe(no_mangle)]
+pub static mut tick_sbt: sys::sbintime_t = (1 << 32) / 1000;
+
+/// The largest raw transfer the kernel allows (`kern.maxphys`).
+#[unsafe(no_mangle)]
+pub static mut maxphys: sys::u_long = 1024 * 1024;
+
+/// `pause_sbt(9)` (what `pause(9)` compiles to): sleeps; the caller must
+/// hold no mutex.
+///
+/// # Safety
+///
+/// `wmesg` is a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pause_sbt(wmesg: *const c_char, sbt: sys::sbintime_t, _pr: sys::sbintime_t, _flags: c_int) -> c_int {
+    // SAFETY: the caller passes a wait message string.
+    assert_may_sleep(&format!("pause(\"{}\")", unsafe { CStr::from_ptr(wmesg) }.to_string_lossy()));
+    let nanos = (i128::from(sbt.max(0)) * 1_000_000_000) >> 32;
+    std::thread::sleep(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)));
+    0
+}
