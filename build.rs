@@ -32,8 +32,7 @@ struct HeaderTree {
 }
 
 fn main() {
-    let root =
-        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     for path in ["bindings", "kmod/ctlpass.h"] {
         println!("cargo::rerun-if-changed={}", root.join(path).display());
@@ -63,8 +62,7 @@ fn main() {
     // (scripts/build-kobj.sh copies this file to target/kmod/kmod-cflags)
     // and, with hosted code generation, by the simulated kernel's build
     // script (DEP_CTLPASS_CPPFLAGS, separated by 0x1f).
-    fs::write(out.join("kmod-cflags"), clang_args.join("\n") + "\n")
-        .expect("write OUT_DIR/kmod-cflags");
+    fs::write(out.join("kmod-cflags"), clang_args.join("\n") + "\n").expect("write OUT_DIR/kmod-cflags");
     println!("cargo::metadata=cppflags={}", cppflags.join("\x1f"));
     println!("cargo::metadata=hosted_renames={}", HOSTED_RENAMES.join(","));
 
@@ -84,9 +82,9 @@ fn main() {
         .wrap_unsafe_ops(true)
         .parse_callbacks(Box::new(LinkNames { hosted }));
     builder = apply_allowlist(builder, &root.join("bindings/allowlist.txt"));
-    let bindings = builder.generate().unwrap_or_else(|e| {
-        panic!("bindgen failed on bindings/wrapper.h with {clang_args:?}: {e}")
-    });
+    let bindings = builder
+        .generate()
+        .unwrap_or_else(|e| panic!("bindgen failed on bindings/wrapper.h with {clang_args:?}: {e}"));
     bindings
         .write_to_file(out.join("bindings.rs"))
         .expect("write OUT_DIR/bindings.rs");
@@ -104,15 +102,10 @@ fn header_tree(root: &Path, out: &Path) -> HeaderTree {
             let link = links.join(name);
             let _ = fs::remove_file(&link);
             #[cfg(unix)]
-            std::os::unix::fs::symlink(sysdir.join(target), &link)
-                .expect("symlink machine headers");
+            std::os::unix::fs::symlink(sysdir.join(target), &link).expect("symlink machine headers");
         }
-        let param = fs::read_to_string(sysdir.join("sys/param.h")).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; set SYSDIR to a FreeBSD sys/ tree",
-                sysdir.display()
-            )
-        });
+        let param = fs::read_to_string(sysdir.join("sys/param.h"))
+            .unwrap_or_else(|e| panic!("{}: {e}; set SYSDIR to a FreeBSD sys/ tree", sysdir.display()));
         let freebsd_version = param
             .lines()
             .find_map(|l| l.strip_prefix("#define __FreeBSD_version"))
@@ -131,9 +124,7 @@ fn header_tree(root: &Path, out: &Path) -> HeaderTree {
         Err(_) => {
             let cache = env::var("XDG_CACHE_HOME")
                 .map(PathBuf::from)
-                .unwrap_or_else(|_| {
-                    PathBuf::from(env::var("HOME").unwrap_or_default()).join(".cache")
-                });
+                .unwrap_or_else(|_| PathBuf::from(env::var("HOME").unwrap_or_default()).join(".cache"));
             cache.join("ctlpass/freebsd-15.0-zig-0.17.1")
         }
     };
@@ -150,11 +141,7 @@ fn header_tree(root: &Path, out: &Path) -> HeaderTree {
     let freebsd_version = env::var("FREEBSD_VERSION")
         .map(|v| v.parse().expect("FREEBSD_VERSION is a number like 1500045"))
         .unwrap_or(FREEBSD_15_0);
-    include_dirs.extend([
-        ctl,
-        zig.join("x86_64-freebsd-none"),
-        zig.join("generic-freebsd"),
-    ]);
+    include_dirs.extend([ctl, zig.join("x86_64-freebsd-none"), zig.join("generic-freebsd")]);
     HeaderTree {
         include_dirs,
         freebsd_version,
@@ -188,11 +175,7 @@ fn cppflags(tree: &HeaderTree) -> Vec<String> {
     if tree.define_version {
         args.push(format!("-D__FreeBSD_version={}", tree.freebsd_version));
     }
-    args.extend(
-        tree.include_dirs
-            .iter()
-            .map(|d| format!("-I{}", d.display())),
-    );
+    args.extend(tree.include_dirs.iter().map(|d| format!("-I{}", d.display())));
     args.extend(["-include".into(), "opt_global.h".into()]);
     args
 }
@@ -226,11 +209,7 @@ struct LinkNames {
 }
 
 impl bindgen::callbacks::ParseCallbacks for LinkNames {
-    fn generated_link_name_override(
-        &self,
-        item: bindgen::callbacks::ItemInfo<'_>,
-    ) -> Option<String> {
-        (self.hosted && HOSTED_RENAMES.contains(&item.name))
-            .then(|| format!("simkern_{}", item.name))
+    fn generated_link_name_override(&self, item: bindgen::callbacks::ItemInfo<'_>) -> Option<String> {
+        (self.hosted && HOSTED_RENAMES.contains(&item.name)).then(|| format!("simkern_{}", item.name))
     }
 }

@@ -72,7 +72,7 @@ audit() {
 	panics=$(readelf -rW "$obj" | awk '$3 ~ /^R_X86_64_(PLT32|PC32)$/ { print $5 }' | sed 's/^\.text\.//' | c++filt | grep -cE "$panic_path" || true)
 
 	local size text
-	size=$(stat -c %s "$obj")
+	size=$(wc -c <"$obj" | tr -d " ")
 	text=$(size -A "$obj" | awk '$1 ~ /^\.text/ { t += $2 } END { print t + 0 }')
 	if [ ${#problems[@]} -gt 0 ]; then
 		printf 'audit-kobj: %s: %s\n' "$obj" "${problems[@]}"

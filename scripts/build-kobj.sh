@@ -19,14 +19,15 @@ case "$(uname -s)" in
 Linux)
 	CARGO=${CARGO:-/usr/bin/cargo}
 	RUSTC=${RUSTC:-/usr/bin/rustc}
+	OBJCOPY=${OBJCOPY:-llvm-objcopy}
 	;;
 *)
 	CARGO=${CARGO:-cargo}
-	RUSTC=${RUSTC:-rustc}
+	RUSTC=${RUSTC:-$(command -v rustc)}
+	OBJCOPY=${OBJCOPY:-objcopy}
 	;;
 esac
 LD=${LD:-ld.lld}
-OBJCOPY=${OBJCOPY:-llvm-objcopy}
 out=target/kmod
 target=kmod/x86_64-unknown-freebsd-kmod.json
 mkdir -p "$out"

@@ -13,11 +13,7 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(
-    missing_docs,
-    clippy::undocumented_unsafe_blocks,
-    clippy::missing_safety_doc
-)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 // Hosted builds (the simulated kernel and the tests) link the Rust standard
 // library, which provides the panic handler and global allocator that the

@@ -9,19 +9,26 @@ use crate::kern::sync::Mutex;
 
 /// The backend's state, shared by every entry point.
 struct Backend {
+    /// Registered with CTL (between `init` and `shutdown`).
+    registered: bool,
+    /// Set once unload has begun: new LUN requests are refused.
+    closing: bool,
     /// LUNs created and not yet shut down.
     luns: u32,
     /// LUN requests being processed (they may sleep, so unload waits).
     requests: u32,
-    /// Set once unload has begun: new LUN requests are refused.
-    closing: bool,
 }
 
-static BACKEND: Mutex<Backend> = Mutex::new(Backend {
-    luns: 0,
-    requests: 0,
-    closing: true,
-});
+impl Backend {
+    const UNLOADED: Backend = Backend {
+        registered: false,
+        closing: false,
+        luns: 0,
+        requests: 0,
+    };
+}
+
+static BACKEND: Mutex<Backend> = Mutex::new(Backend::UNLOADED);
 
 fn backend() -> Pin<&'static Mutex<Backend>> {
     Pin::static_ref(&BACKEND)
@@ -32,11 +39,7 @@ pub fn sysinit() {
     // SAFETY: runs once per module load, before anything locks BACKEND; the
     // previous load (if any) destroyed it in `sysuninit`.
     unsafe { backend().init(c"ctlpass backend") };
-    *BACKEND.lock() = Backend {
-        luns: 0,
-        requests: 0,
-        closing: true,
-    };
+    *BACKEND.lock() = Backend::UNLOADED;
 }
 
 /// Module unload, after every entry point has returned for the last time.
@@ -46,9 +49,12 @@ pub fn sysuninit() {
     unsafe { backend().destroy() };
 }
 
-/// The backend is registered with CTL: LUN requests may arrive.
+/// The backend is being registered with CTL: LUN requests may arrive.
 pub fn init() -> Result<(), Errno> {
-    BACKEND.lock().closing = false;
+    *BACKEND.lock() = Backend {
+        registered: true,
+        ..Backend::UNLOADED
+    };
     Ok(())
 }
 
@@ -63,9 +69,21 @@ pub fn quiesce() -> Result<(), Errno> {
     Ok(())
 }
 
-/// The backend is deregistered from CTL (module unload).
+/// The backend is being deregistered from CTL (module unload); an error
+/// keeps it registered.
+///
+/// CTL also calls this when registration failed (another backend has the
+/// name "passthrough", or `init` failed): the module event handler answers
+/// the failed MOD_LOAD with MOD_UNLOAD.  ctl_backend_deregister would then
+/// unlink a backend that is not on its list, which faults; refusing here
+/// stops it first.
 pub fn shutdown() -> Result<(), Errno> {
-    quiesce()
+    if !BACKEND.lock().registered {
+        return Err(Errno::ENXIO);
+    }
+    quiesce()?;
+    BACKEND.lock().registered = false;
+    Ok(())
 }
 
 /// `CTL_LUN_REQ` from ctladm or ctld.  Errors are reported through the
@@ -73,7 +91,7 @@ pub fn shutdown() -> Result<(), Errno> {
 pub fn lun_request(req: &mut LunReq<'_>) {
     {
         let mut be = BACKEND.lock();
-        if be.closing {
+        if !be.registered || be.closing {
             req.set_error(format_args!("the passthrough backend is being unloaded"));
             return;
         }

@@ -106,10 +106,7 @@ impl<T> KBox<T> {
         let ptr = malloc(Layout::new::<T>(), wait, false)?.cast::<T>();
         // SAFETY: `ptr` is fresh, aligned and large enough for a T.
         unsafe { ptr.as_ptr().write(value) };
-        Ok(KBox {
-            ptr,
-            owns: PhantomData,
-        })
+        Ok(KBox { ptr, owns: PhantomData })
     }
 
     /// Moves `value` into a new allocation that can never move again.
@@ -132,10 +129,8 @@ impl<T> KBox<T> {
     /// `ptr` came from `KBox::<T>::into_raw` and was not taken back before.
     pub unsafe fn from_raw(ptr: *mut T) -> KBox<T> {
         // SAFETY: the caller passes a pointer from into_raw, which is non-null.
-        KBox {
-            ptr: unsafe { NonNull::new_unchecked(ptr) },
-            owns: PhantomData,
-        }
+        let ptr = unsafe { NonNull::new_unchecked(ptr) };
+        KBox { ptr, owns: PhantomData }
     }
 }
 

@@ -9,10 +9,33 @@ use core::marker::PhantomData;
 use core::mem;
 use core::ptr::{self, NonNull};
 
+use static_assertions::const_assert_eq;
+
 use super::alloc::KBox;
 use super::errno::Errno;
 use crate::periph::{self, Softc};
 use crate::sys;
+
+/// Longest unit serial number CAM keeps (`ccb_getdev.serial_num`).
+pub const SERIAL_NUM_LEN: usize = 252;
+/// Longest SIM driver name (`ccb_pathinq.dev_name`, `DEV_IDLEN`), NUL included.
+pub const SIM_NAME_LEN: usize = sys::DEV_IDLEN as usize;
+
+/// The length of an array field, named by a function that borrows it.
+const fn array_len<S, T, const N: usize>(_field: fn(&S) -> &[T; N]) -> usize {
+    N
+}
+
+// The lengths the periph's identity cache uses are CAM's.
+const_assert_eq!(SERIAL_NUM_LEN, array_len(|g: &sys::ccb_getdev| &g.serial_num));
+const_assert_eq!(SIM_NAME_LEN, array_len(|p: &sys::ccb_pathinq| &p.dev_name));
+// `crate::scsi::Inquiry` decodes the fields of struct scsi_inquiry_data.
+const_assert_eq!(sys::SID_VENDOR_SIZE, 8);
+const_assert_eq!(sys::SID_PRODUCT_SIZE, 16);
+const_assert_eq!(sys::SID_REVISION_SIZE, 4);
+const_assert_eq!(mem::offset_of!(sys::scsi_inquiry_data, vendor), 8);
+const_assert_eq!(mem::offset_of!(sys::scsi_inquiry_data, revision), 32);
+static_assertions::const_assert!(mem::size_of::<sys::scsi_inquiry_data>() >= crate::scsi::Inquiry::MIN_LEN);
 
 /// A CAM status code (`cam_status`, the low bits of `ccb_h.status`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,11 +140,7 @@ impl PathInq {
     pub fn max_io(&self) -> u32 {
         // SAFETY: reading the kernel's maxphys tunable, set at boot.
         let maxphys = unsafe { sys::maxphys };
-        let maxio = if self.0.maxio == 0 {
-            sys::DFLTPHYS
-        } else {
-            self.0.maxio
-        };
+        let maxio = if self.0.maxio == 0 { sys::DFLTPHYS } else { self.0.maxio };
         u32::try_from(maxphys).map_or(maxio, |cap| maxio.min(cap))
     }
 }
@@ -149,9 +168,7 @@ impl GetDev {
         let inq = &self.0.inq_data;
         // SAFETY: scsi_inquiry_data is a C structure of bytes, without
         // padding; viewing it as bytes reads initialised memory.
-        unsafe {
-            core::slice::from_raw_parts(ptr::from_ref(inq).cast::<u8>(), mem::size_of_val(inq))
-        }
+        unsafe { core::slice::from_raw_parts(ptr::from_ref(inq).cast::<u8>(), mem::size_of_val(inq)) }
     }
 
     /// The unit serial number CAM read from VPD page 0x80 (may be empty).
@@ -329,10 +346,7 @@ pub fn no_periphs() -> bool {
     // lock, which protects it.
     unsafe {
         sys::xpt_lock_buses();
-        let empty = (*(&raw const sys::ctlpass_periph_driver))
-            .units
-            .tqh_first
-            .is_null();
+        let empty = (&raw const sys::ctlpass_periph_driver.units.tqh_first).read().is_null();
         sys::xpt_unlock_buses();
         empty
     }
@@ -350,11 +364,7 @@ pub fn hz() -> i32 {
     unsafe { sys::hz }
 }
 
-fn register_async(
-    events: sys::ac_code,
-    arg: *mut c_void,
-    path: *mut sys::cam_path,
-) -> Result<(), CamStatus> {
+fn register_async(events: sys::ac_code, arg: *mut c_void, path: *mut sys::cam_path) -> Result<(), CamStatus> {
     // SAFETY: ctlpass_async has the ac_callback_t signature; `arg` and `path`
     // are NULL or live objects, as xpt_register_async requires.
     let status = unsafe { sys::xpt_register_async(events as i32, Some(ctlpass_async), arg, path) };
@@ -407,12 +417,7 @@ pub struct DeviceLocked(PhantomData<*mut ()>);
 
 /// The async event callback (`ac_callback_t`) for both registrations: the
 /// driver-wide one (`callback_arg` NULL) and each periph's own.
-unsafe extern "C" fn ctlpass_async(
-    callback_arg: *mut c_void,
-    code: u32,
-    path: *mut sys::cam_path,
-    arg: *mut c_void,
-) {
+unsafe extern "C" fn ctlpass_async(callback_arg: *mut c_void, code: u32, path: *mut sys::cam_path, arg: *mut c_void) {
     let locked = DeviceLocked(PhantomData);
     if callback_arg.is_null() {
         if code == sys::AC_FOUND_DEVICE && !path.is_null() && !arg.is_null() {

@@ -14,6 +14,10 @@ pub const CTL_LUN_REQ: core::ffi::c_ulong = {
     (sys::IOC_INOUT as u64 | len << 16 | (sys::CTL_MINOR as u64) << 8 | 0x21) as core::ffi::c_ulong
 };
 
+// _IOC masks the length with IOCPARM_MASK: the structure must fit, or the
+// command number would be wrong.
+static_assertions::const_assert!(core::mem::size_of::<sys::ctl_lun_req>() <= sys::IOCPARM_MASK as usize);
+
 /// What a `CTL_LUN_REQ` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LunReqType {

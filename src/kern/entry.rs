@@ -125,13 +125,8 @@ const _: () = {
         sys::ctlpass_be_config_write,
         ctlpass_be_config_write,
     ];
-    let _: [unsafe extern "C" fn(
-        *mut sys::cdev,
-        c_ulong,
-        sys::caddr_t,
-        c_int,
-        *mut sys::thread,
-    ) -> c_int; 2] = [sys::ctlpass_be_ioctl, ctlpass_be_ioctl];
+    let _: [unsafe extern "C" fn(*mut sys::cdev, c_ulong, sys::caddr_t, c_int, *mut sys::thread) -> c_int; 2] =
+        [sys::ctlpass_be_ioctl, ctlpass_be_ioctl];
     let _: [unsafe extern "C" fn(*mut sys::ctl_be_lun, *mut sys::sbuf) -> c_int; 2] =
         [sys::ctlpass_be_lun_info, ctlpass_be_lun_info];
     let _: [unsafe extern "C" fn(); 2] = [sys::ctlpass_periph_init, ctlpass_periph_init];

@@ -11,20 +11,11 @@ use crate::sys;
 pub const PANIC_MESSAGE_MAX: usize = 256;
 
 /// Formats the message the kernel panics with.
-pub fn panic_message(
-    message: &dyn fmt::Display,
-    location: Option<&Location<'_>>,
-) -> FmtBuf<PANIC_MESSAGE_MAX> {
+pub fn panic_message(message: &dyn fmt::Display, location: Option<&Location<'_>>) -> FmtBuf<PANIC_MESSAGE_MAX> {
     let mut buf = FmtBuf::new();
     // Writing to a FmtBuf never fails; it truncates.
     let _ = match location {
-        Some(l) => write!(
-            buf,
-            "ctlpass: {message} at {}:{}:{}",
-            l.file(),
-            l.line(),
-            l.column()
-        ),
+        Some(l) => write!(buf, "ctlpass: {message} at {}:{}:{}", l.file(), l.line(), l.column()),
         None => write!(buf, "ctlpass: {message}"),
     };
     buf

@@ -6,7 +6,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::kern::alloc::{KBox, Wait};
-use crate::kern::cam::{self, CamAddress, CamStatus, DeviceLocked, GetDev, Path, PeriphLock};
+use crate::kern::cam::{self, CamAddress, CamStatus, DeviceLocked, GetDev, Path, PeriphLock, SERIAL_NUM_LEN, SIM_NAME_LEN};
 use crate::kern::errno::Errno;
 use crate::printf;
 use crate::scsi::inquiry::{Ascii, Inquiry, Qualifier};
@@ -15,8 +15,6 @@ use crate::scsi::inquiry::{Ascii, Inquiry, Qualifier};
 /// devices are CTL LUNs: exporting them into CTL again would loop.
 const CTL_CAMSIM: &[u8] = b"camsim";
 
-/// Longest unit serial number CAM keeps (`ccb_getdev.serial_num`).
-pub const SERIAL_MAX: usize = 252;
 
 /// Set while the driver detaches (deinit): devices that arrive then,
 /// including deferred re-arrivals replayed when an old periph is freed, are
@@ -29,9 +27,9 @@ pub struct Identity {
     pub address: CamAddress,
     /// Standard INQUIRY data.
     pub inquiry: Inquiry,
-    serial: [u8; SERIAL_MAX],
+    serial: [u8; SERIAL_NUM_LEN],
     serial_len: usize,
-    sim_name: [u8; 16],
+    sim_name: [u8; SIM_NAME_LEN],
     sim_name_len: usize,
     /// The SIM's unit number.
     pub sim_unit: u32,
@@ -72,9 +70,7 @@ impl Softc {
 pub fn init() {
     DETACHING.store(false, Ordering::Release);
     if let Err(status) = cam::register_found_device() {
-        printf!(
-            "ctlpass: cannot register for device arrivals ({status}); no device will be attached\n"
-        );
+        printf!("ctlpass: cannot register for device arrivals ({status}); no device will be attached\n");
     }
 }
 
@@ -133,9 +129,9 @@ pub fn ctor(lock: &PeriphLock<'_>, cgd: &GetDev) -> Result<KBox<Softc>, CamStatu
     let mut identity = Identity {
         address: path.address(),
         inquiry,
-        serial: [0; SERIAL_MAX],
+        serial: [0; SERIAL_NUM_LEN],
         serial_len: 0,
-        sim_name: [0; 16],
+        sim_name: [0; SIM_NAME_LEN],
         sim_name_len: 0,
         sim_unit: cpi.sim_unit(),
         max_io: cpi.max_io(),
@@ -150,10 +146,7 @@ pub fn ctor(lock: &PeriphLock<'_>, cgd: &GetDev) -> Result<KBox<Softc>, CamStatu
         Wait::NoWait,
     )
     .map_err(|_| {
-        printf!(
-            "ctlpass{}: no memory for the periph's state\n",
-            periph.unit_number()
-        );
+        printf!("ctlpass{}: no memory for the periph's state\n", periph.unit_number());
         CamStatus::RESRC_UNAVAIL
     })?;
     if let Err(status) = lock.register_lost_device() {

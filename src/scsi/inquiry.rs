@@ -112,10 +112,7 @@ impl Inquiry {
     /// Decodes standard INQUIRY data.
     pub fn parse(data: &[u8]) -> Result<Inquiry, ShortInquiry> {
         let short = ShortInquiry { len: data.len() };
-        let head: &[u8; Self::MIN_LEN] = data
-            .get(..Self::MIN_LEN)
-            .and_then(|d| d.try_into().ok())
-            .ok_or(short)?;
+        let head: &[u8; Self::MIN_LEN] = data.get(..Self::MIN_LEN).and_then(|d| d.try_into().ok()).ok_or(short)?;
         let [byte0, byte1, version, _, _, _, _, byte7, ..] = *head;
         let mut vendor = [0; 8];
         let mut product = [0; 16];
@@ -182,17 +179,9 @@ pub struct Ascii<'a>(pub &'a [u8]);
 
 impl fmt::Display for Ascii<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let end = self
-            .0
-            .iter()
-            .rposition(|&b| b != b' ' && b != 0)
-            .map_or(0, |i| i + 1);
+        let end = self.0.iter().rposition(|&b| b != b' ' && b != 0).map_or(0, |i| i + 1);
         for &b in self.0.iter().take(end) {
-            f.write_char(if (0x20..0x7f).contains(&b) {
-                char::from(b)
-            } else {
-                '?'
-            })?;
+            f.write_char(if (0x20..0x7f).contains(&b) { char::from(b) } else { '?' })?;
         }
         Ok(())
     }
@@ -226,24 +215,17 @@ mod tests {
         assert!(!inq.removable);
         assert!(inq.cmd_queue);
         assert_eq!(inq.version, 6);
-        assert_eq!(
-            format!("{}", inq.description()),
-            "<SEAGATE ST4000NM0023 0004>"
-        );
+        assert_eq!(format!("{}", inq.description()), "<SEAGATE ST4000NM0023 0004>");
         assert_eq!(inq.device_type.name(), "Direct Access");
     }
 
     #[test]
     fn decodes_qualifier_and_removable_cd() {
-        let inq =
-            Inquiry::parse(&inquiry(0x25, true, "TSSTcorp", "CDDVDW SH-224DB", "SB00")).unwrap();
+        let inq = Inquiry::parse(&inquiry(0x25, true, "TSSTcorp", "CDDVDW SH-224DB", "SB00")).unwrap();
         assert_eq!(inq.qualifier, Qualifier::NotConnected);
         assert_eq!(inq.device_type, PeripheralType::CDROM);
         assert!(inq.removable);
-        assert_eq!(
-            format!("{}", inq.description()),
-            "<TSSTcorp CDDVDW SH-224DB SB00>"
-        );
+        assert_eq!(format!("{}", inq.description()), "<TSSTcorp CDDVDW SH-224DB SB00>");
         let bad = Inquiry::parse(&inquiry(0x7f, false, "A", "B", "C")).unwrap();
         assert_eq!(bad.qualifier, Qualifier::NotSupported);
         assert_eq!(bad.device_type, PeripheralType::NO_DEVICE);

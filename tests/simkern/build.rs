@@ -35,7 +35,10 @@ fn main() {
     // The module's linker sets are reached only through their __start_ and
     // __stop_ symbols, which must keep them alive under --gc-sections.
     println!("cargo::rustc-link-arg=-Wl,-z,nostart-stop-gc");
-    for (source, object) in [(root.join("kmod/ctlpass.c"), "ctlpass_shim.o"), (manifest.join("csrc/kern.c"), "kern.o")] {
+    for (source, object) in [
+        (root.join("kmod/ctlpass.c"), "ctlpass_shim.o"),
+        (manifest.join("csrc/kern.c"), "kern.o"),
+    ] {
         let object = out.join(object);
         compile(&source, &object, &cppflags);
         redefine(&object, &renames);
@@ -60,12 +63,18 @@ fn main() {
         .wrap_unsafe_ops(true)
         .allowlist_file(".*/csrc/simkern\\.h")
         .allowlist_file(".*/kmod/ctlpass\\.h")
-        .allowlist_type("sysinit|mod_metadata|moduledata|mod_depend|mod_version|modeventtype|sysctl_oid|sysctl_oid_list")
+        .allowlist_type(
+            "sysinit|mod_metadata|moduledata|mod_depend|mod_version|modeventtype|sysctl_oid|sysctl_oid_list",
+        )
         .allowlist_type("malloc_type|mtx|periph_driver|cam_periph|ccb|ccb_hdr|ccb_getdev|ccb_pathinq|ccb_setasync")
         .allowlist_type("ctl_backend_driver|ctl_be_lun|ctl_lun_req|ctl_io|ctl_io_status|ctl_lun_list|modeventhand_t")
         .allowlist_type("scsi_inquiry_data|pi_inqflag|pi_miscflag")
-        .allowlist_var("MDT_.*|MOD_.*|SI_.*|MTX_.*|LO_.*|M_.*|CAM_.*|AC_.*|XPT_.*|PROTO_.*|XPORT_.*|PI_.*|PIM_.*|SID_.*")
-        .allowlist_var("CTL_.*|E[A-Z]+|SIM_IDLEN|HBA_IDLEN|DEV_IDLEN|DFLTPHYS|MAXPHYS|T_.*|PAGE_SIZE|CTLTYPE|CTLTYPE_NODE")
+        .allowlist_var(
+            "MDT_.*|MOD_.*|SI_.*|MTX_.*|LO_.*|M_.*|CAM_.*|AC_.*|XPT_.*|PROTO_.*|XPORT_.*|PI_.*|PIM_.*|SID_.*",
+        )
+        .allowlist_var(
+            "CTL_.*|E[A-Z]+|SIM_IDLEN|HBA_IDLEN|DEV_IDLEN|DFLTPHYS|MAXPHYS|T_.*|PAGE_SIZE|CTLTYPE|CTLTYPE_NODE",
+        )
         .allowlist_function("malloc|malloc_aligned|free|panic|printf|pause_sbt|_mtx_init|_mtx_destroy")
         .allowlist_function("__mtx_lock_flags|__mtx_unlock_flags|malloc_init|malloc_uninit|module_register_init")
         .allowlist_function("xpt_.*|cam_periph_.*|periphdriver_.*|ctl_backend_.*|ctl_set_internal_failure")
@@ -74,7 +83,9 @@ fn main() {
         .parse_callbacks(Box::new(LinkNames { renames }))
         .generate()
         .expect("bindgen on csrc/simkern.h");
-    bindings.write_to_file(out.join("bindings.rs")).expect("write OUT_DIR/bindings.rs");
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("write OUT_DIR/bindings.rs");
 }
 
 /// Compiles `source` as kernel code for the simulated (hosted) kernel.
@@ -82,7 +93,17 @@ fn compile(source: &Path, object: &Path, cppflags: &[String]) {
     let cc = env::var("CC").unwrap_or_else(|_| "clang".into());
     let status = Command::new(&cc)
         .args(cppflags)
-        .args(["-ffreestanding", "-fno-common", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer", "-Wall", "-Werror", "-c"])
+        .args([
+            "-ffreestanding",
+            "-fno-common",
+            "-fPIC",
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-Wall",
+            "-Werror",
+            "-c",
+        ])
         .arg(source)
         .arg("-o")
         .arg(object)
@@ -105,7 +126,11 @@ fn redefine(object: &Path, renames: &[String]) {
 
 /// The undefined symbols of an object file.
 fn undefined(object: &Path) -> Vec<String> {
-    let out = Command::new("readelf").arg("-sW").arg(object).output().expect("run readelf");
+    let out = Command::new("readelf")
+        .arg("-sW")
+        .arg(object)
+        .output()
+        .expect("run readelf");
     assert!(out.status.success(), "readelf failed on {}", object.display());
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -123,6 +148,9 @@ struct LinkNames {
 
 impl bindgen::callbacks::ParseCallbacks for LinkNames {
     fn generated_link_name_override(&self, item: bindgen::callbacks::ItemInfo<'_>) -> Option<String> {
-        self.renames.iter().any(|n| n == item.name).then(|| format!("simkern_{}", item.name))
+        self.renames
+            .iter()
+            .any(|n| n == item.name)
+            .then(|| format!("simkern_{}", item.name))
     }
 }

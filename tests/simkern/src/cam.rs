@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::devices::{Command, GOOD, ScsiDevice};
 use crate::lock::KMutex;
-use crate::{console, kpanic, lock, malloc, sys};
+use crate::{console, kpanic, malloc, sys};
 
 /// A device to put on a bus at boot, or to plug in later.
 #[derive(Clone)]
@@ -127,7 +127,10 @@ struct CamState {
 static CAM: Mutex<Option<Arc<Cam>>> = Mutex::new(None);
 
 fn cam() -> Arc<Cam> {
-    CAM.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| kpanic!("CAM is not running"))
+    CAM.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| kpanic!("CAM is not running"))
 }
 
 impl Cam {
@@ -140,11 +143,20 @@ impl Cam {
 /// drivers to their devices.
 pub(crate) fn boot(buses: &[BusSpec]) {
     let periph_type = malloc::define(c"CAM periph") as usize;
-    let cam = Arc::new(Cam { topology: KMutex::new(c"XPT topology lock"), state: Mutex::default(), periph_type });
+    let cam = Arc::new(Cam {
+        topology: KMutex::new(c"XPT topology lock"),
+        state: Mutex::default(),
+        periph_type,
+    });
     *CAM.lock().unwrap_or_else(|e| e.into_inner()) = Some(cam.clone());
     for (path_id, spec) in buses.iter().enumerate() {
         let path_id = path_id as u32;
-        cam.state().buses.push(Bus { path_id, sim_name: spec.sim_name.clone(), sim_unit: spec.sim_unit, maxio: spec.maxio });
+        cam.state().buses.push(Bus {
+            path_id,
+            sim_name: spec.sim_name.clone(),
+            sim_unit: spec.sim_unit,
+            maxio: spec.maxio,
+        });
         for d in &spec.devices {
             insert_device(&cam, path_id, d);
         }
@@ -153,7 +165,10 @@ pub(crate) fn boot(buses: &[BusSpec]) {
         let drv = Box::into_raw(Box::new(sys::periph_driver {
             init: None,
             driver_name: CString::new(name).map(CString::into_raw).unwrap_or_default(),
-            units: sys::periph_driver__bindgen_ty_1 { tqh_first: std::ptr::null_mut(), tqh_last: std::ptr::null_mut() },
+            units: sys::periph_driver__bindgen_ty_1 {
+                tqh_first: std::ptr::null_mut(),
+                tqh_last: std::ptr::null_mut(),
+            },
             generation: 0,
             flags: sys::CAM_PERIPH_DRV_EARLY,
             deinit: None,
@@ -167,13 +182,22 @@ pub(crate) fn boot(buses: &[BusSpec]) {
     // The stand-ins attach as FreeBSD's drivers do when CAM probes the
     // buses at boot: one registration for all three.
     // SAFETY: registering our own callback on every device.
-    unsafe { xpt_register_async(sys::AC_FOUND_DEVICE as c_int, Some(standin_async), std::ptr::null_mut(), std::ptr::null_mut()) };
+    unsafe {
+        xpt_register_async(
+            sys::AC_FOUND_DEVICE as c_int,
+            Some(standin_async),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
 }
 
 /// Stops CAM: detaches the stand-ins and forgets every device.  The module
 /// must be unloaded first.
 pub(crate) fn shutdown() {
-    let Some(cam) = CAM.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+    let Some(cam) = CAM.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return;
+    };
     let devices: Vec<Arc<Device>> = cam.state().devices.clone();
     for d in &devices {
         lose(&cam, d);
@@ -186,7 +210,10 @@ pub(crate) fn shutdown() {
         // SAFETY: registered at boot; its periphs are all gone now.
         unsafe {
             if !(*drv).units.tqh_first.is_null() {
-                kpanic!("CAM shutdown: a {} periph is still referenced", cstr((*drv).driver_name));
+                kpanic!(
+                    "CAM shutdown: a {} periph is still referenced",
+                    cstr((*drv).driver_name)
+                );
             }
             cam.state().drivers.retain(|&d| d != drv as usize);
             drop(CString::from_raw((*drv).driver_name));
@@ -203,12 +230,20 @@ fn cstr(p: *const c_char) -> String {
 
 fn insert_device(cam: &Arc<Cam>, path_id: u32, spec: &DeviceSpec) -> Arc<Device> {
     let mut st = cam.state();
-    if let Some(d) = st.devices.iter().find(|d| d.path_id == path_id && d.target == spec.target && d.lun == spec.lun) {
+    if let Some(d) = st
+        .devices
+        .iter()
+        .find(|d| d.path_id == path_id && d.target == spec.target && d.lun == spec.lun)
+    {
         // A device that went away and is still referenced comes back as
         // the same cam_ed.
         let mut ds = d.state();
         if ds.present {
-            kpanic!("CAM: a device is already present at {path_id}:{}:{}", spec.target, spec.lun);
+            kpanic!(
+                "CAM: a device is already present at {path_id}:{}:{}",
+                spec.target,
+                spec.lun
+            );
         }
         ds.present = true;
         ds.emulated = spec.device.clone();
@@ -219,7 +254,12 @@ fn insert_device(cam: &Arc<Cam>, path_id: u32, spec: &DeviceSpec) -> Arc<Device>
         target: spec.target,
         lun: spec.lun,
         mtx: KMutex::new(c"CAM device lock"),
-        state: Mutex::new(DeviceState { emulated: spec.device.clone(), present: true, periphs: Vec::new(), asyncs: Vec::new() }),
+        state: Mutex::new(DeviceState {
+            emulated: spec.device.clone(),
+            present: true,
+            periphs: Vec::new(),
+            asyncs: Vec::new(),
+        }),
     });
     st.devices.push(device.clone());
     device
@@ -235,7 +275,12 @@ pub fn plug(path_id: u32, spec: DeviceSpec) {
     let device = insert_device(&cam, path_id, &spec);
     let regs: Vec<AsyncReg> = cam.state().wildcard.clone();
     for reg in regs.into_iter().filter(|r| r.events & sys::AC_FOUND_DEVICE != 0) {
-        if cam.state().wildcard.iter().any(|r| r.callback as usize == reg.callback as usize && r.arg == reg.arg) {
+        if cam
+            .state()
+            .wildcard
+            .iter()
+            .any(|r| r.callback as usize == reg.callback as usize && r.arg == reg.arg)
+        {
             announce(&device, &reg);
         }
     }
@@ -246,7 +291,12 @@ pub fn plug(path_id: u32, spec: DeviceSpec) {
 /// to it.
 pub fn unplug(path_id: u32, target: u32, lun: u64) {
     let cam = cam();
-    let device = cam.state().devices.iter().find(|d| d.path_id == path_id && d.target == target && d.lun == lun).cloned();
+    let device = cam
+        .state()
+        .devices
+        .iter()
+        .find(|d| d.path_id == path_id && d.target == target && d.lun == lun)
+        .cloned();
     match device {
         Some(d) if d.state().present => lose(&cam, &d),
         _ => kpanic!("CAM: no device at {path_id}:{target}:{lun}"),
@@ -260,7 +310,11 @@ fn lose(cam: &Arc<Cam>, device: &Arc<Device>) {
         let _g = device.mtx.lock();
         let regs: Vec<AsyncReg> = device.state().asyncs.clone();
         for reg in regs.into_iter().filter(|r| r.events & sys::AC_LOST_DEVICE != 0) {
-            let still = device.state().asyncs.iter().any(|r| r.callback as usize == reg.callback as usize && r.arg == reg.arg);
+            let still = device
+                .state()
+                .asyncs
+                .iter()
+                .any(|r| r.callback as usize == reg.callback as usize && r.arg == reg.arg);
             if still {
                 // SAFETY: a registered async callback, called as xpt_async
                 // does, with the device lock held.
@@ -269,7 +323,9 @@ fn lose(cam: &Arc<Cam>, device: &Arc<Device>) {
         }
     }
     free_path(path);
-    cam.state().devices.retain(|d| !Arc::ptr_eq(d, device) || d.state().present || !d.state().periphs.is_empty());
+    cam.state()
+        .devices
+        .retain(|d| !Arc::ptr_eq(d, device) || d.state().present || !d.state().periphs.is_empty());
 }
 
 /// Tells one wildcard registration about a device (`xptsetasyncfunc`).
@@ -280,7 +336,14 @@ fn announce(device: &Arc<Device>, reg: &AsyncReg) {
         let _g = device.mtx.lock();
         // SAFETY: a registered async callback, called with the device lock
         // held and a ccb_getdev, as CAM does.
-        unsafe { (reg.callback)(reg.arg as *mut c_void, sys::AC_FOUND_DEVICE, path, (&raw mut cgd).cast()) };
+        unsafe {
+            (reg.callback)(
+                reg.arg as *mut c_void,
+                sys::AC_FOUND_DEVICE,
+                path,
+                (&raw mut cgd).cast(),
+            )
+        };
     }
     free_path(path);
 }
@@ -288,7 +351,11 @@ fn announce(device: &Arc<Device>, reg: &AsyncReg) {
 fn run(device: &Device, cdb: &[u8], len: usize) -> (u8, Vec<u8>) {
     let emulated = device.state().emulated.clone();
     let mut buf = vec![0u8; len];
-    let outcome = emulated.execute(Command { cdb, data_out: &[], data_in: &mut buf });
+    let outcome = emulated.execute(Command {
+        cdb,
+        data_out: &[],
+        data_in: &mut buf,
+    });
     buf.truncate(outcome.transferred);
     (outcome.status, buf)
 }
@@ -335,7 +402,11 @@ fn fill_pathinq(cam: &Cam, path_id: u32, cpi: &mut sys::ccb_pathinq) {
     cpi.max_target = 255;
     cpi.max_lun = 255;
     cpi.initiator_id = 255;
-    for (dst, src) in cpi.dev_name.iter_mut().zip(bus.sim_name.bytes().take(sys::DEV_IDLEN as usize - 1)) {
+    for (dst, src) in cpi
+        .dev_name
+        .iter_mut()
+        .zip(bus.sim_name.bytes().take(sys::DEV_IDLEN as usize - 1))
+    {
         *dst = src as c_char;
     }
     for (dst, src) in cpi.sim_vid.iter_mut().zip(b"FreeBSD".iter()) {
@@ -366,7 +437,10 @@ pub unsafe extern "C" fn xpt_action(ccb: *mut sys::ccb) {
         sys::XPT_GDEV_TYPE => unsafe {
             let keep = (*ccb).ccb_h;
             (*ccb).cgd = fill_getdev(&path.device);
-            (*ccb).ccb_h = sys::ccb_hdr { status: sys::CAM_REQ_CMP, ..keep };
+            (*ccb).ccb_h = sys::ccb_hdr {
+                status: sys::CAM_REQ_CMP,
+                ..keep
+            };
         },
         // SAFETY: as above.
         sys::XPT_PATH_INQ => unsafe {
@@ -449,7 +523,9 @@ pub unsafe extern "C" fn xpt_register_async(
     cbarg: *mut c_void,
     path: *mut sys::cam_path,
 ) -> sys::cam_status {
-    let Some(callback) = cbfunc else { return sys::CAM_REQ_INVALID };
+    let Some(callback) = cbfunc else {
+        return sys::CAM_REQ_INVALID;
+    };
     let cam = cam();
     let event = event as u32;
     let update = |list: &mut Vec<AsyncReg>| {
@@ -460,14 +536,28 @@ pub unsafe extern "C" fn xpt_register_async(
             }
             (Some(i), e) => list[i].events = e,
             (None, 0) => {}
-            (None, e) => list.push(AsyncReg { events: e, callback, arg: cbarg as usize }),
+            (None, e) => list.push(AsyncReg {
+                events: e,
+                callback,
+                arg: cbarg as usize,
+            }),
         }
     };
     if path.is_null() {
         update(&mut cam.state().wildcard);
         if event & sys::AC_FOUND_DEVICE != 0 {
-            let devices: Vec<Arc<Device>> = cam.state().devices.iter().filter(|d| d.state().present).cloned().collect();
-            let reg = AsyncReg { events: event, callback, arg: cbarg as usize };
+            let devices: Vec<Arc<Device>> = cam
+                .state()
+                .devices
+                .iter()
+                .filter(|d| d.state().present)
+                .cloned()
+                .collect();
+            let reg = AsyncReg {
+                events: event,
+                callback,
+                arg: cbarg as usize,
+            };
             for d in devices {
                 announce(&d, &reg);
             }
@@ -526,10 +616,14 @@ pub unsafe extern "C" fn periphdriver_unregister(arg: *mut c_void) -> c_int {
 }
 
 fn driver_named(cam: &Cam, name: &str) -> Option<*mut sys::periph_driver> {
-    cam.state().drivers.iter().map(|&d| d as *mut sys::periph_driver).find(|&d| {
-        // SAFETY: registered drivers are valid.
-        cstr(unsafe { (*d).driver_name }) == name
-    })
+    cam.state()
+        .drivers
+        .iter()
+        .map(|&d| d as *mut sys::periph_driver)
+        .find(|&d| {
+            // SAFETY: registered drivers are valid.
+            cstr(unsafe { (*d).driver_name }) == name
+        })
 }
 
 /// `cam_periph_alloc`.  The caller holds the path's lock; the constructor
@@ -555,7 +649,7 @@ pub unsafe extern "C" fn cam_periph_alloc(
     let cam = cam();
     let name_s = cstr(name);
     let device = path_ref(path).device.clone();
-    if !lock::owned(device.mtx.as_ptr()) {
+    if !device.mtx.owned() {
         kpanic!("cam_periph_alloc: {name_s}: path lock not held");
     }
     let Some(drv) = driver_named(&cam, &name_s) else {
@@ -628,10 +722,15 @@ pub unsafe extern "C" fn cam_periph_alloc(
 }
 
 fn find_on(device: &Device, name: &str) -> Option<*mut sys::cam_periph> {
-    device.state().periphs.iter().map(|&p| p as *mut sys::cam_periph).find(|&p| {
-        // SAFETY: periphs on a device's list are live.
-        cstr(unsafe { (*p).periph_name }) == name
-    })
+    device
+        .state()
+        .periphs
+        .iter()
+        .map(|&p| p as *mut sys::cam_periph)
+        .find(|&p| {
+            // SAFETY: periphs on a device's list are live.
+            cstr(unsafe { (*p).periph_name }) == name
+        })
 }
 
 /// The lowest unit number the driver does not use (camperiphnextunit,
@@ -755,7 +854,7 @@ pub unsafe extern "C" fn cam_periph_release(periph: *mut sys::cam_periph) {
         return;
     }
     let device = periph_device(periph);
-    if lock::owned(device.mtx.as_ptr()) {
+    if device.mtx.owned() {
         kpanic!("cam_periph_release: periph lock held");
     }
     let _g = device.mtx.lock();
@@ -778,7 +877,7 @@ pub unsafe extern "C" fn cam_periph_release_locked(periph: *mut sys::cam_periph)
     }
     let cam = cam();
     let device = periph_device(periph);
-    if !lock::owned(device.mtx.as_ptr()) {
+    if !device.mtx.owned() {
         kpanic!("cam_periph_release_locked: periph lock not held");
     }
     let last = {
@@ -786,7 +885,10 @@ pub unsafe extern "C" fn cam_periph_release_locked(periph: *mut sys::cam_periph)
         // SAFETY: the caller's contract; refcount under the topology lock.
         let p = unsafe { &mut *periph };
         if p.refcount == 0 {
-            kpanic!("cam_periph_release_locked_buses: release of {:p} when refcount is zero", periph);
+            kpanic!(
+                "cam_periph_release_locked_buses: release of {:p} when refcount is zero",
+                periph
+            );
         }
         p.refcount -= 1;
         if p.refcount == 0 {
@@ -818,17 +920,21 @@ unsafe fn periph_free(cam: &Cam, device: &Arc<Device>, periph: *mut sys::cam_per
         // SAFETY: on its driver's list, under the topology lock.
         unsafe { remove_unit(drv, periph) };
     } else {
-        kpanic!("camperiphfree: attempt to free non-existent periph {name}{}", p.unit_number);
+        kpanic!(
+            "camperiphfree: attempt to free non-existent periph {name}{}",
+            p.unit_number
+        );
     }
     device.state().periphs.retain(|&q| q != periph as usize);
-    if p.flags & sys::CAM_PERIPH_NEW_DEV_FOUND != 0 {
-        if let Some(cb) = p.deferred_callback {
-            let mut cgd = fill_getdev(device);
-            // SAFETY: the deferred arrival, replayed as camperiphfree does:
-            // callback_arg NULL, the path lock held.
-            unsafe { cb(std::ptr::null_mut(), p.deferred_ac, p.path, (&raw mut cgd).cast()) };
-        }
+    if p.flags & sys::CAM_PERIPH_NEW_DEV_FOUND != 0
+        && let Some(cb) = p.deferred_callback
+    {
+        let mut cgd = fill_getdev(device);
+        // SAFETY: the deferred arrival, replayed as camperiphfree does:
+        // callback_arg NULL, the path lock held.
+        unsafe { cb(std::ptr::null_mut(), p.deferred_ac, p.path, (&raw mut cgd).cast()) };
     }
+
     free_path(p.path);
     // SAFETY: allocated by cam_periph_alloc with this type.
     unsafe { crate::malloc::simkern_free(periph.cast(), cam.periph_type as *mut sys::malloc_type) };
@@ -843,7 +949,7 @@ unsafe fn periph_free(cam: &Cam, device: &Arc<Device>, periph: *mut sys::cam_per
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cam_periph_invalidate(periph: *mut sys::cam_periph) {
     let device = periph_device(periph);
-    if !lock::owned(device.mtx.as_ptr()) {
+    if !device.mtx.owned() {
         kpanic!("cam_periph_invalidate: periph lock not held");
     }
     // SAFETY: the caller's contract.
@@ -868,7 +974,12 @@ pub unsafe extern "C" fn cam_periph_invalidate(periph: *mut sys::cam_periph) {
 ///
 /// `periph` is live and its lock held.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cam_periph_async(periph: *mut sys::cam_periph, code: u32, _path: *mut sys::cam_path, _arg: *mut c_void) {
+pub unsafe extern "C" fn cam_periph_async(
+    periph: *mut sys::cam_periph,
+    code: u32,
+    _path: *mut sys::cam_path,
+    _arg: *mut c_void,
+) {
     if code == sys::AC_LOST_DEVICE {
         // SAFETY: the caller's contract.
         unsafe { cam_periph_invalidate(periph) };
@@ -888,7 +999,11 @@ unsafe extern "C" fn standin_async(arg: *mut c_void, code: u32, path: *mut sys::
     }
     // SAFETY: AC_FOUND_DEVICE carries a ccb_getdev.
     let kind = unsafe { (*cgd.cast::<sys::ccb_getdev>()).inq_data.device } & 0x1f;
-    for (name, wanted) in [(c"pass", None), (c"da", Some(sys::T_DIRECT as u8)), (c"cd", Some(sys::T_CDROM as u8))] {
+    for (name, wanted) in [
+        (c"pass", None),
+        (c"da", Some(sys::T_DIRECT as u8)),
+        (c"cd", Some(sys::T_CDROM as u8)),
+    ] {
         if wanted.is_none_or(|t| t == kind) {
             // SAFETY: allocating a stand-in periph with the path lock held.
             unsafe {
@@ -911,7 +1026,14 @@ unsafe extern "C" fn standin_async(arg: *mut c_void, code: u32, path: *mut sys::
 
 unsafe extern "C" fn standin_ctor(periph: *mut sys::cam_periph, _arg: *mut c_void) -> sys::cam_status {
     // SAFETY: a live periph in its constructor.
-    unsafe { xpt_register_async(sys::AC_LOST_DEVICE as c_int, Some(standin_async), periph.cast(), (*periph).path) }
+    unsafe {
+        xpt_register_async(
+            sys::AC_LOST_DEVICE as c_int,
+            Some(standin_async),
+            periph.cast(),
+            (*periph).path,
+        )
+    }
 }
 
 unsafe extern "C" fn standin_oninvalidate(periph: *mut sys::cam_periph) {
@@ -924,7 +1046,13 @@ unsafe extern "C" fn standin_oninvalidate(periph: *mut sys::cam_periph) {
 /// One device line of `camcontrol devlist`.
 pub fn devlist() -> String {
     let cam = cam();
-    let mut devices: Vec<Arc<Device>> = cam.state().devices.iter().filter(|d| d.state().present).cloned().collect();
+    let mut devices: Vec<Arc<Device>> = cam
+        .state()
+        .devices
+        .iter()
+        .filter(|d| d.state().present)
+        .cloned()
+        .collect();
     devices.sort_by_key(|d| (d.path_id, d.target, d.lun));
     let mut out = String::new();
     for d in devices {
@@ -961,7 +1089,9 @@ pub fn devlist() -> String {
 /// valid)`, in unit order.
 pub fn periphs(name: &str) -> Vec<(u32, u32, u32, u64, u32, bool)> {
     let cam = cam();
-    let Some(drv) = driver_named(&cam, name) else { return Vec::new() };
+    let Some(drv) = driver_named(&cam, name) else {
+        return Vec::new();
+    };
     let _topo = cam.topology.lock();
     let mut v = Vec::new();
     // SAFETY: the unit list under the topology lock.
@@ -1058,5 +1188,10 @@ const _: () = {
     let _: [unsafe extern "C" fn(*mut sys::cam_periph, u32, *mut sys::cam_path, *mut c_void); 2] =
         [sys::cam_periph_async, cam_periph_async];
     let _: [unsafe extern "C" fn(*mut sys::cam_path) -> *mut sys::mtx; 2] = [sys::xpt_path_mtx, xpt_path_mtx];
-    let _: [unsafe extern "C" fn(); 4] = [sys::xpt_lock_buses, xpt_lock_buses, sys::xpt_unlock_buses, xpt_unlock_buses];
+    let _: [unsafe extern "C" fn(); 4] = [
+        sys::xpt_lock_buses,
+        xpt_lock_buses,
+        sys::xpt_unlock_buses,
+        xpt_unlock_buses,
+    ];
 };

@@ -36,8 +36,12 @@ pub(crate) fn clear() {
 /// message goes to standard error with the end of the message buffer, and
 /// the process aborts, so that a test expecting a panic sees it in a child
 /// process (see `crate::child`) and any other test fails loudly.
+///
+/// # Safety
+///
+/// `msg` is a NUL-terminated string.
 #[unsafe(no_mangle)]
-pub extern "C" fn simkern_panic_message(msg: *const c_char) -> ! {
+pub unsafe extern "C" fn simkern_panic_message(msg: *const c_char) -> ! {
     // SAFETY: kern.c passes a NUL-terminated buffer.
     let msg = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
     panic_now(&msg)

@@ -37,7 +37,9 @@ fn with<R>(f: impl FnOnce(&mut Ctl) -> R) -> R {
 
 fn name_of(be: *const sys::ctl_backend_driver) -> String {
     // SAFETY: a backend's name is a NUL-terminated array.
-    unsafe { CStr::from_ptr((*be).name.as_ptr()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr((*be).name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Starts CTL with its built-in backends and `extra` stand-in backends
@@ -178,8 +180,12 @@ pub extern "C" fn ctl_config_write_done(io: *mut sys::ctl_io) {
 
 /// Each simulated function has the type its C prototype declares.
 const _: () = {
-    let _: [unsafe extern "C" fn(*mut sys::ctl_backend_driver) -> c_int; 4] =
-        [sys::ctl_backend_register, ctl_backend_register, sys::ctl_backend_deregister, ctl_backend_deregister];
+    let _: [unsafe extern "C" fn(*mut sys::ctl_backend_driver) -> c_int; 4] = [
+        sys::ctl_backend_register,
+        ctl_backend_register,
+        sys::ctl_backend_deregister,
+        ctl_backend_deregister,
+    ];
     let _: [unsafe extern "C" fn(*mut sys::ctl_scsiio, c_int, u16); 2] =
         [sys::ctl_set_internal_failure, ctl_set_internal_failure];
     let _: [unsafe extern "C" fn(*mut sys::ctl_io); 6] = [

@@ -18,15 +18,16 @@
 // points, which must be linked in even where no Rust code names them.
 pub extern crate ctlpass;
 
-pub mod console;
 pub mod cam;
 pub mod child;
+pub mod console;
 pub mod ctl;
 pub mod devices;
 pub mod linker;
 pub mod lock;
 pub mod machine;
 pub mod malloc;
+pub mod shell;
 pub mod sys;
 pub mod sysctl;
 

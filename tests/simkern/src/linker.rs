@@ -43,7 +43,12 @@ fn linker_set<T: Copy>(start: *const [T; 0], stop: *const [T; 0]) -> Vec<T> {
     // SAFETY: the linker places the set's entries contiguously between its
     // __start_ and __stop_ symbols.
     let len = unsafe { stop.offset_from(start) };
-    (0..usize::try_from(len).unwrap_or(0)).map(|i| unsafe { *start.add(i) }).collect()
+    (0..usize::try_from(len).unwrap_or(0))
+        .map(|i| {
+            // SAFETY: `i` is within the set.
+            unsafe { *start.add(i) }
+        })
+        .collect()
 }
 
 struct Module {
@@ -79,7 +84,13 @@ fn with<R>(f: impl FnOnce(&mut Linker) -> R) -> R {
 pub(crate) fn reset(builtins: &[(&str, c_int)]) {
     let modules = builtins
         .iter()
-        .map(|&(name, version)| Module { name: name.into(), version, handler: None, arg: std::ptr::null_mut(), in_file: false })
+        .map(|&(name, version)| Module {
+            name: name.into(),
+            version,
+            handler: None,
+            arg: std::ptr::null_mut(),
+            in_file: false,
+        })
         .collect();
     *LINKER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Linker { modules, loaded: false });
 }
@@ -107,22 +118,33 @@ struct Metadata {
 
 fn metadata() -> Metadata {
     // SAFETY: only the addresses of the set bounds are taken.
-    let set = linker_set(&raw const __start_set_modmetadata_set, &raw const __stop_set_modmetadata_set);
-    let mut md = Metadata { modules: Vec::new(), depends: Vec::new() };
+    let set = linker_set(
+        &raw const __start_set_modmetadata_set,
+        &raw const __stop_set_modmetadata_set,
+    );
+    let mut md = Metadata {
+        modules: Vec::new(),
+        depends: Vec::new(),
+    };
     for m in set {
         // SAFETY: entries point to static struct mod_metadata.
         let m = unsafe { &*m };
         match m.md_type as u32 {
             sys::MDT_MODULE => md.modules.push(m.md_data.cast()),
             // SAFETY: an MDT_DEPEND's data is a struct mod_depend.
-            sys::MDT_DEPEND => md.depends.push((cstr(m.md_cval), unsafe { *m.md_data.cast::<sys::mod_depend>() })),
+            sys::MDT_DEPEND => md
+                .depends
+                .push((cstr(m.md_cval), unsafe { *m.md_data.cast::<sys::mod_depend>() })),
             _ => {}
         }
     }
     md
 }
 
-fn sorted_sysinits(start: *const [*const sys::sysinit; 0], stop: *const [*const sys::sysinit; 0]) -> Vec<*const sys::sysinit> {
+fn sorted_sysinits(
+    start: *const [*const sys::sysinit; 0],
+    stop: *const [*const sys::sysinit; 0],
+) -> Vec<*const sys::sysinit> {
     let mut v = linker_set(start, stop);
     // SAFETY: entries point to static struct sysinit.
     v.sort_by_key(|&s| unsafe { ((*s).subsystem, (*s).order) });
@@ -136,18 +158,27 @@ pub fn kldload() -> Result<(), c_int> {
         return Err(sys::EEXIST as c_int);
     }
     let md = metadata();
-    let own: Vec<String> = md.modules.iter().map(|&d| cstr(unsafe { (*d).name })).collect();
+    let own: Vec<String> = md
+        .modules
+        .iter()
+        .map(|&d| {
+            // SAFETY: MDT_MODULE data is a static moduledata_t.
+            cstr(unsafe { (*d).name })
+        })
+        .collect();
     for (dep, range) in &md.depends {
         if own.contains(dep) {
             continue;
         }
         let ok = with(|l| {
-            l.modules.iter().any(|m| {
-                m.name == *dep && m.version >= range.md_ver_minimum && m.version <= range.md_ver_maximum
-            })
+            l.modules
+                .iter()
+                .any(|m| m.name == *dep && m.version >= range.md_ver_minimum && m.version <= range.md_ver_maximum)
         });
         if !ok {
-            console::print(&format!("KLD {CTLPASS_KO}: depends on {dep} - not available or version mismatch\n"));
+            console::print(&format!(
+                "KLD {CTLPASS_KO}: depends on {dep} - not available or version mismatch\n"
+            ));
             return Err(sys::ENOENT as c_int);
         }
     }
@@ -155,15 +186,28 @@ pub fn kldload() -> Result<(), c_int> {
         // SAFETY: MDT_MODULE data is a static moduledata_t.
         let (name, handler, arg) = unsafe { (cstr((*data).name), (*data).evhand, (*data).priv_) };
         if with(|l| l.modules.iter().any(|m| m.name == name)) {
-            console::print(&format!("module_register: cannot register {name} from {CTLPASS_KO}; already loaded\n"));
+            console::print(&format!(
+                "module_register: cannot register {name} from {CTLPASS_KO}; already loaded\n"
+            ));
             with(|l| l.modules.retain(|m| !m.in_file));
             return Err(sys::EEXIST as c_int);
         }
-        with(|l| l.modules.push(Module { name, version: 0, handler, arg, in_file: true }));
+        with(|l| {
+            l.modules.push(Module {
+                name,
+                version: 0,
+                handler,
+                arg,
+                in_file: true,
+            })
+        });
     }
     with(|l| l.loaded = true);
     // SAFETY: only the addresses of the set bounds are taken.
-    sysctl::register(&linker_set(&raw const __start_set_sysctl_set, &raw const __stop_set_sysctl_set));
+    sysctl::register(&linker_set(
+        &raw const __start_set_sysctl_set,
+        &raw const __stop_set_sysctl_set,
+    ));
     // SAFETY: as above.
     for si in sorted_sysinits(&raw const __start_set_sysinit_set, &raw const __stop_set_sysinit_set) {
         // SAFETY: a SYSINIT's function takes its udata.
@@ -202,7 +246,10 @@ pub unsafe extern "C" fn module_register_init(arg: *const c_void) {
     if error != 0 {
         event(handler, priv_, sys::MOD_UNLOAD);
         with(|l| l.modules.retain(|m| m.name != name));
-        console::print(&format!("module_register_init: MOD_LOAD ({name}, {:p}, {priv_:p}) error {error}\n", arg));
+        console::print(&format!(
+            "module_register_init: MOD_LOAD ({name}, {:p}, {priv_:p}) error {error}\n",
+            arg
+        ));
     } else {
         // Move it to the head of the file's modules: unload runs in
         // reverse order of load.
@@ -222,7 +269,15 @@ pub fn kldunload() -> Result<(), c_int> {
     if !is_loaded() {
         return Err(sys::ENOENT as c_int);
     }
-    let file_modules = || with(|l| l.modules.iter().filter(|m| m.in_file).map(|m| (m.name.clone(), m.handler, m.arg)).collect::<Vec<_>>());
+    let file_modules = || {
+        with(|l| {
+            l.modules
+                .iter()
+                .filter(|m| m.in_file)
+                .map(|m| (m.name.clone(), m.handler, m.arg))
+                .collect::<Vec<_>>()
+        })
+    };
     for (_, handler, arg) in file_modules() {
         let error = event(handler, arg, sys::MOD_QUIESCE);
         if error != 0 && error != sys::EOPNOTSUPP as c_int && error != sys::EINVAL as c_int {
@@ -237,9 +292,15 @@ pub fn kldunload() -> Result<(), c_int> {
         with(|l| l.modules.retain(|m| m.name != name));
     }
     // SAFETY: only the addresses of the set bounds are taken.
-    sysctl::unregister(&linker_set(&raw const __start_set_sysctl_set, &raw const __stop_set_sysctl_set));
+    sysctl::unregister(&linker_set(
+        &raw const __start_set_sysctl_set,
+        &raw const __stop_set_sysctl_set,
+    ));
     // SAFETY: as above.
-    let mut uninits = sorted_sysinits(&raw const __start_set_sysuninit_set, &raw const __stop_set_sysuninit_set);
+    let mut uninits = sorted_sysinits(
+        &raw const __start_set_sysuninit_set,
+        &raw const __stop_set_sysuninit_set,
+    );
     uninits.reverse();
     for si in uninits {
         // SAFETY: a SYSUNINIT's function takes its udata.

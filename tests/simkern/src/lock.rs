@@ -36,7 +36,9 @@ fn word<'a>(c: *mut usize) -> &'a AtomicUsize {
 }
 
 fn mtx_of(c: *mut usize) -> *mut sys::mtx {
-    c.cast::<u8>().wrapping_sub(std::mem::offset_of!(sys::mtx, mtx_lock)).cast()
+    c.cast::<u8>()
+        .wrapping_sub(std::mem::offset_of!(sys::mtx, mtx_lock))
+        .cast()
 }
 
 fn name_of(c: *mut usize) -> String {
@@ -70,7 +72,11 @@ pub unsafe extern "C" fn _mtx_init(c: *mut usize, name: *const c_char, _type: *c
     unsafe {
         (*m).lock_object.lo_name = name;
         (*m).lock_object.lo_flags = sys::LO_INITIALIZED
-            | if opts as u32 & sys::MTX_RECURSE != 0 { sys::LO_RECURSABLE } else { 0 };
+            | if opts as u32 & sys::MTX_RECURSE != 0 {
+                sys::LO_RECURSABLE
+            } else {
+                0
+            };
         (*m).lock_object.lo_data = 0;
     }
     word(c).store(MTX_UNOWNED, Ordering::Release);
@@ -104,26 +110,37 @@ pub unsafe extern "C" fn __mtx_lock_flags(c: *mut usize, _opts: c_int, file: *co
     let w = word(c);
     let current = w.load(Ordering::Acquire);
     if current == MTX_DESTROYED || current == 0 {
-        kpanic!("mtx_lock() of destroyed or uninitialised mutex {} @ {}", name_of(c), location(file, line));
+        kpanic!(
+            "mtx_lock() of destroyed or uninitialised mutex {} @ {}",
+            name_of(c),
+            location(file, line)
+        );
     }
     if current == me {
         // SAFETY: initialised struct mtx (checked above).
         let lo = unsafe { &mut (*mtx_of(c)).lock_object };
         if lo.lo_flags & sys::LO_RECURSABLE == 0 {
-            kpanic!("_mtx_lock_sleep: recursed on non-recursive mutex {} @ {}", name_of(c), location(file, line));
+            kpanic!(
+                "_mtx_lock_sleep: recursed on non-recursive mutex {} @ {}",
+                name_of(c),
+                location(file, line)
+            );
         }
         lo.lo_data += 1;
         return;
     }
     let start = Instant::now();
     let mut spins = 0u32;
-    while w.compare_exchange_weak(MTX_UNOWNED, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    while w
+        .compare_exchange_weak(MTX_UNOWNED, me, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         spins += 1;
         if spins < 64 {
             std::hint::spin_loop();
         } else {
             std::thread::yield_now();
-            if spins % 1024 == 0 && start.elapsed() > Duration::from_secs(DEADLOCK_SECONDS) {
+            if spins.is_multiple_of(1024) && start.elapsed() > Duration::from_secs(DEADLOCK_SECONDS) {
                 kpanic!(
                     "deadlock: waited {DEADLOCK_SECONDS} s for mutex {} @ {} (this thread holds: {})",
                     name_of(c),
@@ -145,7 +162,11 @@ pub unsafe extern "C" fn __mtx_lock_flags(c: *mut usize, _opts: c_int, file: *co
 pub unsafe extern "C" fn __mtx_unlock_flags(c: *mut usize, _opts: c_int, file: *const c_char, line: c_int) {
     let w = word(c);
     if w.load(Ordering::Acquire) != curthread() {
-        kpanic!("mtx_unlock() of mutex {} not owned by this thread @ {}", name_of(c), location(file, line));
+        kpanic!(
+            "mtx_unlock() of mutex {} not owned by this thread @ {}",
+            name_of(c),
+            location(file, line)
+        );
     }
     // SAFETY: this thread owns the (initialised) mutex.
     let lo = unsafe { &mut (*mtx_of(c)).lock_object };
@@ -171,19 +192,15 @@ pub fn held_names() -> Vec<String> {
     HELD.with(|h| h.borrow().iter().map(|(_, n)| n.clone()).collect())
 }
 
-/// Whether the current thread owns `m` (`mtx_owned`).
-pub fn owned(m: *mut sys::mtx) -> bool {
-    // SAFETY: only the address of the lock word is computed.
-    let c = unsafe { &raw mut (*m).mtx_lock };
-    word(c.cast()).load(Ordering::Acquire) == curthread()
-}
-
 /// WITNESS's check before sleeping: panics if the current thread holds any
 /// mutex.
 pub fn assert_may_sleep(what: &str) {
     let held = held_names();
     if !held.is_empty() {
-        kpanic!("{what}: sleeping with the following non-sleepable locks held: {}", held.join(", "));
+        kpanic!(
+            "{what}: sleeping with the following non-sleepable locks held: {}",
+            held.join(", ")
+        );
     }
 }
 
@@ -215,6 +232,15 @@ impl KMutex {
     pub fn lock(&self) -> KMutexGuard<'_> {
         self.lock_raw();
         KMutexGuard(self)
+    }
+
+    /// Whether the current thread holds it (`mtx_owned`).
+    pub fn owned(&self) -> bool {
+        let c = self
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(std::mem::offset_of!(sys::mtx, mtx_lock));
+        word(c.cast()).load(Ordering::Acquire) == curthread()
     }
 
     /// Locks it without a guard, for kernel functions that lock and unlock
@@ -260,9 +286,15 @@ pub static mut maxphys: sys::u_long = 1024 * 1024;
 ///
 /// `wmesg` is a NUL-terminated string.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn pause_sbt(wmesg: *const c_char, sbt: sys::sbintime_t, _pr: sys::sbintime_t, _flags: c_int) -> c_int {
+pub unsafe extern "C" fn pause_sbt(
+    wmesg: *const c_char,
+    sbt: sys::sbintime_t,
+    _pr: sys::sbintime_t,
+    _flags: c_int,
+) -> c_int {
     // SAFETY: the caller passes a wait message string.
-    assert_may_sleep(&format!("pause(\"{}\")", unsafe { CStr::from_ptr(wmesg) }.to_string_lossy()));
+    let wmesg = unsafe { CStr::from_ptr(wmesg) }.to_string_lossy();
+    assert_may_sleep(&format!("pause(\"{wmesg}\")"));
     let nanos = (i128::from(sbt.max(0)) * 1_000_000_000) >> 32;
     std::thread::sleep(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)));
     0

@@ -52,12 +52,32 @@ impl Config {
                         DeviceSpec {
                             target: 0,
                             lun: 0,
-                            device: disk(&identity("SEAGATE", "ST4000NM0023", "0004", "Z1Z3ABCD", Some(0x5000_c500_a1b2_c3d4)), 16384, 512),
+                            device: disk(
+                                &identity(
+                                    "SEAGATE",
+                                    "ST4000NM0023",
+                                    "0004",
+                                    "Z1Z3ABCD",
+                                    Some(0x5000_c500_a1b2_c3d4),
+                                ),
+                                16384,
+                                512,
+                            ),
                         },
                         DeviceSpec {
                             target: 1,
                             lun: 0,
-                            device: disk(&identity("ATA", "Samsung SSD 870", "2B6Q", "S6PXNM0T123456X78901", Some(0x5002_5388_a0b1_c2d3)), 2048, 4096),
+                            device: disk(
+                                &identity(
+                                    "ATA",
+                                    "Samsung SSD 870",
+                                    "2B6Q",
+                                    "S6PXNM0T123456X78901",
+                                    Some(0x5002_5388_a0b1_c2d3),
+                                ),
+                                2048,
+                                4096,
+                            ),
                         },
                     ],
                 },
@@ -68,7 +88,10 @@ impl Config {
                     devices: vec![DeviceSpec {
                         target: 0,
                         lun: 0,
-                        device: Arc::new(Cdrom::new(identity("TSSTcorp", "CDDVDW SH-224DB", "SB00", "R8RS6GAB123456", None), Some(vec![0; 2048 * 64]))),
+                        device: Arc::new(Cdrom::new(
+                            identity("TSSTcorp", "CDDVDW SH-224DB", "SB00", "R8RS6GAB123456", None),
+                            Some(vec![0; 2048 * 64]),
+                        )),
                     }],
                 },
                 BusSpec {
@@ -160,10 +183,10 @@ impl Drop for Machine {
         if std::thread::panicking() {
             return;
         }
-        if linker::is_loaded() {
-            if let Err(e) = linker::kldunload() {
-                panic!("shutdown: kldunload ctlpass failed with errno {e}");
-            }
+        if linker::is_loaded()
+            && let Err(e) = linker::kldunload()
+        {
+            panic!("shutdown: kldunload ctlpass failed with errno {e}");
         }
         cam::shutdown();
         ctl::shutdown();

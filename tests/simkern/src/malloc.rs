@@ -53,8 +53,26 @@ struct Live {
     mtp: usize,
 }
 
+/// What a malloc type allocated and freed over its whole life, including
+/// after it was destroyed (for the allocation balance of a module).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Balance {
+    /// Successful allocations.
+    pub allocated: u64,
+    /// Frees.
+    pub freed: u64,
+}
+
+impl Balance {
+    /// Allocations never freed.
+    pub fn outstanding(&self) -> u64 {
+        self.allocated - self.freed
+    }
+}
+
 #[derive(Default)]
 struct State {
+    balances: HashMap<String, Balance>,
     types: HashMap<usize, TypeStats>,
     live: HashMap<usize, Live>,
     requests: Vec<Request>,
@@ -79,7 +97,9 @@ pub(crate) fn reset() {
 
 fn type_name(mtp: *mut sys::malloc_type) -> String {
     // SAFETY: a malloc type's short description is a static string.
-    unsafe { CStr::from_ptr((*mtp).ks_shortdesc) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr((*mtp).ks_shortdesc) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Registers a malloc type the simulated kernel itself uses.
@@ -102,7 +122,15 @@ pub fn define(name: &'static CStr) -> *mut sys::malloc_type {
 pub unsafe extern "C" fn malloc_init(data: *mut c_void) {
     let mtp = data.cast::<sys::malloc_type>();
     let name = type_name(mtp);
-    with(|s| s.types.insert(mtp as usize, TypeStats { name, ..TypeStats::default() }));
+    with(|s| {
+        s.types.insert(
+            mtp as usize,
+            TypeStats {
+                name,
+                ..TypeStats::default()
+            },
+        )
+    });
 }
 
 /// `malloc_uninit`: a module's type is destroyed at unload; memory still
@@ -149,7 +177,13 @@ fn allocate(size: usize, align: usize, mtp: *mut sys::malloc_type, flags: c_int)
             }
             _ => false,
         });
-    let record = |ok| Request { type_name: name.clone(), size, align, flags, ok };
+    let record = |ok| Request {
+        type_name: name.clone(),
+        size,
+        align,
+        flags,
+        ok,
+    };
     if refuse {
         with(|s| {
             s.requests.push(record(false));
@@ -175,12 +209,21 @@ fn allocate(size: usize, align: usize, mtp: *mut sys::malloc_type, flags: c_int)
     unsafe { std::ptr::write_bytes(p, fill, size) };
     with(|s| {
         s.requests.push(record(true));
-        s.live.insert(p as usize, Live { base: base as usize, layout, size, mtp: key });
+        s.live.insert(
+            p as usize,
+            Live {
+                base: base as usize,
+                layout,
+                size,
+                mtp: key,
+            },
+        );
         if let Some(t) = s.types.get_mut(&key) {
             t.in_use += 1;
             t.bytes += size as u64;
             t.requests += 1;
         }
+        s.balances.entry(name.clone()).or_default().allocated += 1;
     });
     p.cast()
 }
@@ -228,13 +271,18 @@ pub unsafe extern "C" fn simkern_free(addr: *mut c_void, mtp: *mut sys::malloc_t
         kpanic!("free: address {addr:p} has not been allocated");
     };
     if live.mtp != mtp as usize {
-        kpanic!("free: type mismatch for {addr:p}: freed as {}, allocated as another type", type_name(mtp));
+        kpanic!(
+            "free: type mismatch for {addr:p}: freed as {}, allocated as another type",
+            type_name(mtp)
+        );
     }
     with(|s| {
         if let Some(t) = s.types.get_mut(&live.mtp) {
             t.in_use -= 1;
             t.bytes -= live.size as u64;
         }
+        let name = type_name(mtp);
+        s.balances.entry(name).or_default().freed += 1;
     });
     // SAFETY: the allocation is dead; poison it, then return it.
     unsafe {
@@ -258,6 +306,13 @@ pub fn stats(name: &str) -> Option<TypeStats> {
 /// Every malloc(9) call made since boot.
 pub fn requests() -> Vec<Request> {
     with(|s| s.requests.clone())
+}
+
+/// The allocation balance of every malloc type since boot, by name.
+pub fn balances() -> Vec<(String, Balance)> {
+    let mut v: Vec<(String, Balance)> = with(|s| s.balances.iter().map(|(n, b)| (n.clone(), *b)).collect());
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
 
 /// The leak warnings printed when malloc types were destroyed.

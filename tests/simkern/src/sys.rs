@@ -9,6 +9,7 @@
     dead_code,
     unsafe_op_in_unsafe_fn,
     clippy::all,
+    clippy::undocumented_unsafe_blocks,
     missing_docs
 )]
 

@@ -65,8 +65,17 @@ fn try_register(t: &mut Tree, oid: *mut sys::sysctl_oid) -> bool {
     // SAFETY: OIDs in a linker set are valid statics with a static name.
     let (parent, name, kind, descr) = unsafe {
         let o = &*oid;
-        let descr = if o.oid_descr.is_null() { String::new() } else { CStr::from_ptr(o.oid_descr).to_string_lossy().into_owned() };
-        (o.oid_parent as usize, CStr::from_ptr(o.oid_name).to_string_lossy().into_owned(), o.oid_kind, descr)
+        let descr = if o.oid_descr.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(o.oid_descr).to_string_lossy().into_owned()
+        };
+        (
+            o.oid_parent as usize,
+            CStr::from_ptr(o.oid_name).to_string_lossy().into_owned(),
+            o.oid_kind,
+            descr,
+        )
     };
     let Some(path) = t.parents.get(&parent).map(|p| format!("{p}.{name}")) else {
         return false;
@@ -77,7 +86,14 @@ fn try_register(t: &mut Tree, oid: *mut sys::sysctl_oid) -> bool {
     // SAFETY: only the address of the children list is taken.
     let children = unsafe { &raw mut (*oid).oid_children } as usize;
     t.parents.insert(children, path.clone());
-    t.oids.insert(path, Oid { ptr: oid as usize, kind, descr });
+    t.oids.insert(
+        path,
+        Oid {
+            ptr: oid as usize,
+            kind,
+            descr,
+        },
+    );
     true
 }
 
@@ -85,7 +101,12 @@ fn try_register(t: &mut Tree, oid: *mut sys::sysctl_oid) -> bool {
 pub(crate) fn unregister(oids: &[*mut sys::sysctl_oid]) {
     with(|t| {
         for &oid in oids {
-            if let Some(path) = t.oids.iter().find(|(_, o)| o.ptr == oid as usize).map(|(p, _)| p.clone()) {
+            if let Some(path) = t
+                .oids
+                .iter()
+                .find(|(_, o)| o.ptr == oid as usize)
+                .map(|(p, _)| p.clone())
+            {
                 t.oids.remove(&path);
                 t.parents.retain(|_, p| *p != path);
             }

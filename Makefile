@@ -1,0 +1,47 @@
+# ctlpass: the two commands of the README, and their parts.
+#
+#   make test   install what is missing, then check formatting, lint, run all
+#               host tests (pure SCSI logic, the simulated FreeBSD kernel),
+#               build the kernel object and ctlpass.ko, and audit both
+#   make demo   run ctlpass in the simulated kernel (examples/demo.sim)
+#
+# On FreeBSD 14/15, build the real module with `make -C kmod` (see README).
+
+CARGO ?= cargo
+SIM = $(CARGO) run -q -p simkern --bin ctlpass-sim --
+
+.PHONY: test demo deps lint host-test check-freebsd14 kobj kmod audit clean
+
+test: deps lint host-test check-freebsd14 audit
+
+demo: deps
+	$(SIM) --script examples/demo.sim
+
+deps:
+	scripts/install-deps.sh
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	KOBJ_CARGO_COMMAND=clippy scripts/build-kobj.sh -- -D warnings
+
+host-test:
+	$(CARGO) test --workspace
+	$(SIM) --script examples/demo.sim >/dev/null
+
+# The FreeBSD 14 layouts of the CTL structures (selected by __FreeBSD_version).
+check-freebsd14:
+	FREEBSD_VERSION=1400097 $(CARGO) check -q -p ctlpass --target-dir target/freebsd14
+
+kobj:
+	scripts/build-kobj.sh
+
+kmod: kobj
+	scripts/link-kmod.sh
+
+audit: kmod
+	scripts/audit-kobj.sh target/kmod/ctlpass_rust.o target/kmod/ctlpass.ko
+	scripts/test-audit.sh
+
+clean:
+	$(CARGO) clean
