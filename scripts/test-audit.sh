@@ -4,7 +4,8 @@
 #   - an f64 division compiled with SSE (the x86-64 default): %xmm registers;
 #   - a call through the GOT (-fPIC -fno-plt): R_X86_64_GOTPCRELX;
 #   - a call to a function that is no kernel KPI: an unlisted symbol;
-# and that the object as built passes.  Also checks that every kernel name in
+# that the object as built passes, and that ctlpass.ko declares its modules
+# and their dependencies on cam and ctl.  Also checks that every kernel name in
 # scripts/kernel-symbols.allow is declared by the real FreeBSD headers (or,
 # for CTL, the models of them) or by the shim: the allowlist cannot invent
 # KPIs.
@@ -51,6 +52,16 @@ if out=$(scripts/audit-kobj.sh "$obj"); then
 	echo "test-audit: ok: the kernel object as built passes"
 else
 	echo "test-audit: FAIL: the kernel object as built fails: $out"
+	failures=$((failures + 1))
+fi
+
+# The module's metadata: the modules it declares and what they depend on.
+ko=target/kmod/ctlpass.ko
+expected="modules: ctlpass(depends on cam,kernel) ctlpass_backend(depends on cam,ctl,kernel)"
+if out=$(scripts/audit-kobj.sh "$ko") && grep -qF -- "$expected" <<<"$out"; then
+	echo "test-audit: ok: ctlpass.ko declares $expected"
+else
+	echo "test-audit: FAIL: ctlpass.ko's module metadata: $out"
 	failures=$((failures + 1))
 fi
 

@@ -6,7 +6,9 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::kern::alloc::{KBox, Wait};
-use crate::kern::cam::{self, CamAddress, CamStatus, DeviceLocked, GetDev, Path, PeriphLock, SERIAL_NUM_LEN, SIM_NAME_LEN};
+use crate::kern::cam::{
+    self, CamAddress, CamStatus, DeviceLocked, GetDev, Path, PeriphLock, SERIAL_NUM_LEN, SIM_NAME_LEN,
+};
 use crate::kern::errno::Errno;
 use crate::printf;
 use crate::scsi::inquiry::{Ascii, Inquiry, Qualifier};
@@ -14,7 +16,6 @@ use crate::scsi::inquiry::{Ascii, Inquiry, Qualifier};
 /// The SIM name of CTL's own CAM frontend (ctl_frontend_cam_sim.c).  Its
 /// devices are CTL LUNs: exporting them into CTL again would loop.
 const CTL_CAMSIM: &[u8] = b"camsim";
-
 
 /// Set while the driver detaches (deinit): devices that arrive then,
 /// including deferred re-arrivals replayed when an old periph is freed, are
