@@ -30,6 +30,7 @@
 #include <cam/cam_xpt.h>
 #include <cam/cam_xpt_periph.h>
 #include <cam/scsi/scsi_all.h>
+#include <cam/scsi/scsi_message.h>
 
 #include <cam/ctl/ctl.h>
 #include <cam/ctl/ctl_io.h>

@@ -32,7 +32,7 @@ struct periph_driver ctlpass_periph_driver = {
 PERIPHDRIVER_DECLARE(ctlpass, ctlpass_periph_driver);
 MODULE_VERSION(ctlpass, 1);
 
-static struct ctl_backend_driver ctlpass_backend_driver = {
+struct ctl_backend_driver ctlpass_backend_driver = {
 	.name = "passthrough",
 	.flags = CTL_BE_FLAG_HAS_CONFIG,
 	.init = ctlpass_be_init,
@@ -100,7 +100,30 @@ ctlpass_xpt_path_inq(struct ccb_pathinq *cpi, struct cam_path *path)
 }
 
 void
+ctlpass_cam_fill_csio(struct ccb_scsiio *csio, uint32_t retries,
+    void (*cbfcnp)(struct cam_periph *, union ccb *), uint32_t flags,
+    uint8_t tag_action, uint8_t *data_ptr, uint32_t dxfer_len,
+    uint8_t sense_len, uint8_t cdb_len, uint32_t timeout)
+{
+	cam_fill_csio(csio, retries, cbfcnp, flags, tag_action, data_ptr,
+	    dxfer_len, sense_len, cdb_len, timeout);
+}
+
+void
 ctlpass_pause(const char *wmesg, int ticks)
 {
 	pause(wmesg, ticks);
+}
+
+int
+ctlpass_msleep(const void *chan, struct mtx *m, int pri, const char *wmesg,
+    int ticks)
+{
+	return (msleep(chan, m, pri, wmesg, ticks));
+}
+
+void
+ctlpass_task_init(struct task *task, task_fn_t *func, void *context)
+{
+	TASK_INIT(task, 0, func, context);
 }

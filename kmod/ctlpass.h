@@ -32,6 +32,7 @@ int	ctlpass_periph_deinit(void);
 /* Implemented by the shim. */
 MALLOC_DECLARE(M_CTLPASS);
 extern struct periph_driver ctlpass_periph_driver;
+extern struct ctl_backend_driver ctlpass_backend_driver;
 
 void	ctlpass_mtx_init(struct mtx *m, const char *name);
 void	ctlpass_mtx_destroy(struct mtx *m);
@@ -42,6 +43,13 @@ void	ctlpass_periph_unlock(struct cam_periph *periph);
 struct cam_periph *ctlpass_periph_acquire_first(void);
 struct cam_periph *ctlpass_periph_acquire_next(struct cam_periph *periph);
 void	ctlpass_xpt_path_inq(struct ccb_pathinq *cpi, struct cam_path *path);
+void	ctlpass_cam_fill_csio(struct ccb_scsiio *csio, uint32_t retries,
+	    void (*cbfcnp)(struct cam_periph *, union ccb *), uint32_t flags,
+	    uint8_t tag_action, uint8_t *data_ptr, uint32_t dxfer_len,
+	    uint8_t sense_len, uint8_t cdb_len, uint32_t timeout);
 void	ctlpass_pause(const char *wmesg, int ticks);
+int	ctlpass_msleep(const void *chan, struct mtx *m, int pri,
+	    const char *wmesg, int ticks);
+void	ctlpass_task_init(struct task *task, task_fn_t *func, void *context);
 
 #endif /* _CTLPASS_SHIM_H_ */

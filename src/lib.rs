@@ -21,6 +21,8 @@
 #[cfg(not(target_os = "none"))]
 extern crate std;
 
+extern crate alloc;
+
 pub mod backend;
 pub mod kern;
 pub mod periph;

@@ -109,6 +109,14 @@ impl<T> KBox<T> {
         Ok(KBox { ptr, owns: PhantomData })
     }
 
+    /// Allocates room for a `T` without a value yet: for values that must
+    /// not be lost when memory is short (they stay with the caller until
+    /// [`KBox::write`]).
+    pub fn new_uninit(wait: Wait) -> Result<KBox<mem::MaybeUninit<T>>, AllocError> {
+        let ptr = malloc(Layout::new::<T>(), wait, false)?.cast::<mem::MaybeUninit<T>>();
+        Ok(KBox { ptr, owns: PhantomData })
+    }
+
     /// Moves `value` into a new allocation that can never move again.
     pub fn pin(value: T, wait: Wait) -> Result<Pin<KBox<T>>, AllocError> {
         // SAFETY: the value is only reachable through the returned Pin, and a
@@ -116,10 +124,29 @@ impl<T> KBox<T> {
         KBox::new(value, wait).map(|b| unsafe { Pin::new_unchecked(b) })
     }
 
+    /// Moves the value out and frees the allocation.
+    pub fn into_inner(this: KBox<T>) -> T {
+        let ptr = KBox::into_raw(this);
+        // SAFETY: the box owned a valid T, read once here; the memory came
+        // from `malloc` and nothing refers to it any more.
+        unsafe {
+            let value = ptr.read();
+            free(NonNull::new_unchecked(ptr).cast());
+            value
+        }
+    }
+
     /// Gives up ownership; the value lives until [`KBox::from_raw`] takes it
     /// back.
     pub fn into_raw(this: KBox<T>) -> *mut T {
         ManuallyDrop::new(this).ptr.as_ptr()
+    }
+
+    /// Gives up ownership for good, or until [`KBox::from_raw`].
+    pub fn leak<'a>(this: KBox<T>) -> &'a mut T {
+        // SAFETY: the value is valid and never freed unless from_raw takes it
+        // back.
+        unsafe { &mut *KBox::into_raw(this) }
     }
 
     /// Takes back ownership of a value given up with [`KBox::into_raw`].
@@ -131,6 +158,19 @@ impl<T> KBox<T> {
         // SAFETY: the caller passes a pointer from into_raw, which is non-null.
         let ptr = unsafe { NonNull::new_unchecked(ptr) };
         KBox { ptr, owns: PhantomData }
+    }
+}
+
+impl<T> KBox<mem::MaybeUninit<T>> {
+    /// Moves `value` into room from [`KBox::new_uninit`].
+    pub fn write(this: KBox<mem::MaybeUninit<T>>, value: T) -> KBox<T> {
+        let ptr = KBox::into_raw(this).cast::<T>();
+        // SAFETY: the room is aligned and large enough for a T (a
+        // MaybeUninit<T> has T's layout) and owned by the box given up above.
+        unsafe {
+            ptr.write(value);
+            KBox::from_raw(ptr)
+        }
     }
 }
 

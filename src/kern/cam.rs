@@ -13,7 +13,9 @@ use static_assertions::const_assert_eq;
 
 use super::alloc::KBox;
 use super::errno::Errno;
+use crate::periph::io::Request;
 use crate::periph::{self, Softc};
+use crate::scsi::cdb::{CDB_MAX_LEN, Cdb, TaskAttribute};
 use crate::sys;
 
 /// Longest unit serial number CAM keeps (`ccb_getdev.serial_num`).
@@ -50,6 +52,27 @@ impl CamStatus {
     pub const REQ_INPROG: CamStatus = CamStatus(sys::CAM_REQ_INPROG);
     /// `CAM_RESRC_UNAVAIL`: out of resources.
     pub const RESRC_UNAVAIL: CamStatus = CamStatus(sys::CAM_RESRC_UNAVAIL);
+    /// `CAM_SCSI_STATUS_ERROR`: the device returned a SCSI status other
+    /// than GOOD.
+    pub const SCSI_STATUS_ERROR: CamStatus = CamStatus(sys::CAM_SCSI_STATUS_ERROR);
+    /// `CAM_REQ_ABORTED`: aborted at the periph's or the SIM's request.
+    pub const REQ_ABORTED: CamStatus = CamStatus(sys::CAM_REQ_ABORTED);
+    /// `CAM_CMD_TIMEOUT`: the command did not complete in time.
+    pub const CMD_TIMEOUT: CamStatus = CamStatus(sys::CAM_CMD_TIMEOUT);
+    /// `CAM_SEL_TIMEOUT`: the target did not answer selection.
+    pub const SEL_TIMEOUT: CamStatus = CamStatus(sys::CAM_SEL_TIMEOUT);
+    /// `CAM_DEV_NOT_THERE`: the device is gone.
+    pub const DEV_NOT_THERE: CamStatus = CamStatus(sys::CAM_DEV_NOT_THERE);
+    /// `CAM_REQUEUE_REQ`: the SIM asks for the command to be sent again.
+    pub const REQUEUE_REQ: CamStatus = CamStatus(sys::CAM_REQUEUE_REQ);
+    /// `CAM_BUSY`: the SIM is busy.
+    pub const BUSY: CamStatus = CamStatus(sys::CAM_BUSY);
+    /// `CAM_SCSI_BUSY`: the SCSI bus is busy.
+    pub const SCSI_BUSY: CamStatus = CamStatus(sys::CAM_SCSI_BUSY);
+    /// `CAM_UNCOR_PARITY`: an uncorrectable parity or CRC error.
+    pub const UNCOR_PARITY: CamStatus = CamStatus(sys::CAM_UNCOR_PARITY);
+    /// `CAM_DATA_RUN_ERR`: the device moved more or less data than asked.
+    pub const DATA_RUN_ERR: CamStatus = CamStatus(sys::CAM_DATA_RUN_ERR);
 }
 
 impl fmt::Debug for CamStatus {
@@ -326,17 +349,337 @@ impl Drop for PeriphRef {
     }
 }
 
-/// Calls `f` for every valid ctlpass periph, holding a reference to it during
-/// the call (`CAM_PERIPH_FOREACH`).
-pub fn for_each_periph(mut f: impl FnMut(&Periph)) {
+/// Data a periph's lock protects: a field of its softc, reached only
+/// through [`PeriphLock::locked`].
+pub struct PeriphLocked<T>(UnsafeCell<T>);
+
+// SAFETY: the data is only reached with the periph lock held.
+unsafe impl<T: Send> Sync for PeriphLocked<T> {}
+
+impl<T> PeriphLocked<T> {
+    /// Wraps `data`, for the softc of a periph being constructed.
+    pub const fn new(data: T) -> PeriphLocked<T> {
+        PeriphLocked(UnsafeCell::new(data))
+    }
+}
+
+/// A CCB CAM allocated for the periph after [`PeriphLock::schedule`],
+/// handed to its start routine with the periph's lock held.  It carries one
+/// command ([`StartCcb::scsi_io`]) or goes back ([`StartCcb::release`]).
+#[must_use]
+pub struct StartCcb(NonNull<sys::ccb>);
+
+impl StartCcb {
+    /// Returns the CCB unused (`xpt_release_ccb`).  `lock` is the lock of the
+    /// periph the CCB was given to.
+    pub fn release(self, lock: &mut PeriphLock<'_>) {
+        let _ = lock;
+        // SAFETY: a CCB CAM allocated for the periph, whose lock is held.
+        unsafe { sys::xpt_release_ccb(self.0.as_ptr()) }
+    }
+
+    /// Sends `req.command` to the device (`cam_fill_csio`, `xpt_action`).
+    /// CAM calls the completion without the periph lock (`CAM_UNLOCKED`);
+    /// it hands the request, with its result, to [`periph::io::done`].
+    /// `lock` is the lock of the periph the CCB was given to.
+    pub fn scsi_io(self, lock: &mut PeriphLock<'_>, req: KBox<Request>) {
+        let _ = lock;
+        let ccb = self.0.as_ptr();
+        let cmd = req.command;
+        let tag = match cmd.task_attribute {
+            // CAM_TAG_ACTION_NONE would make a tagged device's queue wait; an
+            // untagged iSCSI task is ordered like a simple one.
+            TaskAttribute::Untagged | TaskAttribute::Simple => sys::MSG_SIMPLE_Q_TAG,
+            TaskAttribute::Ordered => sys::MSG_ORDERED_Q_TAG,
+            TaskAttribute::HeadOfQueue => sys::MSG_HEAD_OF_Q_TAG,
+            TaskAttribute::Aca => sys::MSG_ACA_TASK,
+        } as u8;
+        // SAFETY: the CCB was allocated for this periph, whose lock is held;
+        // the request lives until scsi_done takes it back.
+        unsafe {
+            let csio = &raw mut (*ccb).csio;
+            fill_csio(csio, &cmd.cdb, Some(scsi_done), sys::CAM_DIR_NONE | sys::CAM_UNLOCKED, tag, ptr::null_mut(), 0, cmd.timeout_ms);
+            (*csio).ccb_h.periph_priv.entries[0].ptr = KBox::into_raw(req).cast();
+            sys::xpt_action(ccb);
+        }
+    }
+}
+
+/// `cam_fill_csio` with the CDB copied in, autosense into the CCB's own
+/// sense buffer and no retries.
+///
+/// # Safety
+///
+/// `csio` is a CCB allocated for a periph whose lock is held; `data` holds
+/// `len` bytes for as long as the CCB runs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn fill_csio(
+    csio: *mut sys::ccb_scsiio,
+    cdb: &Cdb,
+    done: Option<unsafe extern "C" fn(*mut sys::cam_periph, *mut sys::ccb)>,
+    flags: u32,
+    tag: u8,
+    data: *mut u8,
+    len: u32,
+    timeout_ms: u32,
+) {
+    let bytes = cdb.as_bytes();
+    // SAFETY: the caller's contract; the CDB fits the inline bytes
+    // (CDB_MAX_LEN == IOCDBLEN).
+    unsafe {
+        sys::ctlpass_cam_fill_csio(
+            csio,
+            0,
+            done,
+            flags | sys::CAM_DATA_VADDR,
+            tag,
+            data,
+            len,
+            SENSE_LEN as u8,
+            bytes.len() as u8,
+            timeout_ms,
+        );
+        for (dst, src) in (*csio).cdb_io.cdb_bytes.iter_mut().zip(bytes) {
+            *dst = *src;
+        }
+    }
+}
+
+/// The completion of a CCB sent by [`StartCcb::scsi_io`].
+unsafe extern "C" fn scsi_done(p: *mut sys::cam_periph, ccb: *mut sys::ccb) {
+    // SAFETY: CAM calls this once per CCB, without the periph lock
+    // (CAM_UNLOCKED); the periph is live, because the request's LUN holds a
+    // reference to it until the request completes, which is after this.
+    // The CCB carries the request scsi_io gave up, and its own result.
+    let (periph, req) = unsafe {
+        let csio = &(*ccb).csio;
+        let mut req = KBox::from_raw(csio.ccb_h.periph_priv.entries[0].ptr.cast::<Request>());
+        req.result = ScsiResult::of(csio);
+        if csio.ccb_h.status & sys::CAM_DEV_QFRZN != 0 {
+            // The error froze the device queue; thaw it.
+            sys::cam_release_devq(csio.ccb_h.path, 0, 0, 0, 0);
+        }
+        (Periph::from_ptr(p), req)
+    };
+    let mut lock = periph.lock();
+    // SAFETY: the completed CCB, returned with the periph lock held.
+    unsafe { sys::xpt_release_ccb(ccb) };
+    periph::io::done(&mut lock, req);
+}
+
+/// The first valid ctlpass periph `pred` accepts, with a reference to it
+/// (walking as `CAM_PERIPH_FOREACH` does, each periph referenced while
+/// `pred` looks at it).
+pub fn find_periph(mut pred: impl FnMut(&Periph) -> bool) -> Option<PeriphRef> {
     // SAFETY: acquire_first returns NULL or a periph with a new reference.
     let mut next = unsafe { sys::ctlpass_periph_acquire_first() };
     while let Some(p) = NonNull::new(next) {
         // SAFETY: the reference taken for us keeps the periph alive.
-        f(unsafe { Periph::from_ptr(p.as_ptr()) });
+        if pred(unsafe { Periph::from_ptr(p.as_ptr()) }) {
+            // The walk's reference becomes the caller's.
+            return Some(PeriphRef(p));
+        }
         // SAFETY: acquire_next releases our reference to `p` (without the
         // periph lock held) and returns the next periph with a new one.
         next = unsafe { sys::ctlpass_periph_acquire_next(p.as_ptr()) };
+    }
+    None
+}
+
+/// Calls `f` for every valid ctlpass periph, holding a reference to it during
+/// the call (`CAM_PERIPH_FOREACH`).
+pub fn for_each_periph(mut f: impl FnMut(&Periph)) {
+    let none = find_periph(|p| {
+        f(p);
+        false
+    });
+    debug_assert!(none.is_none());
+}
+
+/// Calls `f` with the driver name, unit and device address of every valid
+/// periph of every driver (da3, cd0, pass4, sa0, ctlpass2, ...), walking
+/// `periph_drivers` under the topology lock as CAMGETPASSTHRU does, until
+/// `f` returns true.  `f` runs with that lock held: it must not lock or
+/// sleep.
+pub fn walk_periphs(mut f: impl FnMut(&[u8], u32, CamAddress) -> bool) {
+    // SAFETY: periph_drivers and each driver's unit list are read under the
+    // topology lock, which protects them; a path's ids are immutable.
+    unsafe {
+        sys::xpt_lock_buses();
+        let mut drv = sys::periph_drivers;
+        'drivers: while !drv.is_null() && !(*drv).is_null() {
+            let name = CStr::from_ptr((**drv).driver_name).to_bytes();
+            let mut p = (**drv).units.tqh_first;
+            while !p.is_null() {
+                if (*p).flags & sys::CAM_PERIPH_INVALID == 0
+                    && f(name, (*p).unit_number, Path::from_ptr((*p).path).address())
+                {
+                    break 'drivers;
+                }
+                p = (*p).unit_links.tqe_next;
+            }
+            drv = drv.add(1);
+        }
+        sys::xpt_unlock_buses();
+    }
+}
+
+/// `CAM_PRIORITY_NORMAL` (cam.h: `(CAM_RL_NORMAL << 8) + 0x80`), a macro
+/// bindgen cannot evaluate.
+const CAM_PRIORITY_NORMAL: u32 = (sys::CAM_RL_NORMAL << 8) + 0x80;
+
+/// Bytes of sense data a synchronous command keeps.
+pub const SENSE_LEN: usize = sys::SSD_FULL_SIZE as usize;
+
+/// How a SCSI command ended, as the SIM reported it.
+#[derive(Clone)]
+pub struct ScsiResult {
+    /// The CAM status (`ccb_h.status & CAM_STATUS_MASK`).
+    pub status: CamStatus,
+    /// The SCSI status byte, for `CAM_SCSI_STATUS_ERROR`.
+    pub scsi_status: u8,
+    /// Bytes of the data buffer not transferred.
+    pub resid: u32,
+    sense: [u8; SENSE_LEN],
+    sense_len: u8,
+}
+
+impl ScsiResult {
+    /// A command that has not run (`CAM_REQ_INPROG`).
+    pub const PENDING: ScsiResult = ScsiResult {
+        status: CamStatus::REQ_INPROG,
+        scsi_status: 0,
+        resid: 0,
+        sense: [0; SENSE_LEN],
+        sense_len: 0,
+    };
+
+    /// A result with the given fields; sense data beyond [`SENSE_LEN`]
+    /// bytes is cut.
+    pub fn new(status: CamStatus, scsi_status: u8, resid: u32, sense: &[u8]) -> ScsiResult {
+        let mut r = ScsiResult { status, scsi_status, resid, ..ScsiResult::PENDING };
+        let n = sense.len().min(SENSE_LEN);
+        for (d, s) in r.sense.iter_mut().zip(sense) {
+            *d = *s;
+        }
+        r.sense_len = n as u8;
+        r
+    }
+
+    /// The result of a completed CCB: status, SCSI status, residual and
+    /// the valid part of the autosense data.
+    ///
+    /// # Safety
+    ///
+    /// `csio` is a completed `XPT_SCSI_IO` CCB.
+    unsafe fn of(csio: &sys::ccb_scsiio) -> ScsiResult {
+        let status = csio.ccb_h.status;
+        let sense = if status & sys::CAM_AUTOSNS_VALID != 0 {
+            let valid = usize::from(csio.sense_len).saturating_sub(usize::from(csio.sense_resid));
+            // SAFETY: scsi_sense_data is SENSE_LEN bytes of plain data.
+            let bytes = unsafe { &*(&raw const csio.sense_data).cast::<[u8; SENSE_LEN]>() };
+            bytes.get(..valid.min(SENSE_LEN)).unwrap_or(&[])
+        } else {
+            &[]
+        };
+        ScsiResult::new(CamStatus(status & sys::CAM_STATUS_MASK), csio.scsi_status, csio.resid, sense)
+    }
+
+    /// Whether the command completed without error.
+    pub fn is_ok(&self) -> bool {
+        self.status == CamStatus::REQ_CMP
+    }
+
+    /// The autosense data, if the device returned any.
+    pub fn sense(&self) -> &[u8] {
+        self.sense.get(..usize::from(self.sense_len)).unwrap_or(&[])
+    }
+}
+
+// A sense length fits the CCB's 8-bit sense_len.
+static_assertions::const_assert!(SENSE_LEN <= u8::MAX as usize);
+
+/// A SCSI command for a device: what the CCB carries.
+#[derive(Clone, Copy, Debug)]
+pub struct ScsiCommand {
+    /// The CDB.
+    pub cdb: Cdb,
+    /// How the device may order it.
+    pub task_attribute: TaskAttribute,
+    /// How long the SIM lets it run, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+// A CDB ctlpass sends fits the CCB's inline CDB bytes.
+const_assert_eq!(CDB_MAX_LEN, sys::IOCDBLEN as usize);
+
+impl PeriphLock<'_> {
+    /// Runs one SCSI command that reads `data_in` (or moves no data, if it
+    /// is empty) synchronously: `cam_periph_getccb`, `cam_fill_csio`,
+    /// `cam_periph_runccb` (which releases a queue the command froze) and
+    /// `xpt_release_ccb`.  CAM releases the periph lock while the command
+    /// runs, so this sleeps: for the ioctl path only.
+    pub fn run_scsi(&self, cdb: &[u8], data_in: &mut [u8], timeout_ms: u32) -> ScsiResult {
+        let failed = ScsiResult { status: CamStatus::REQ_CMP_ERR, ..ScsiResult::PENDING };
+        let (Some(cdb), Ok(len)) = (Cdb::new(cdb), u32::try_from(data_in.len())) else {
+            return failed;
+        };
+        let dir = if data_in.is_empty() { sys::CAM_DIR_NONE } else { sys::CAM_DIR_IN };
+        // SAFETY: the periph lock is held (the guard's invariant), as
+        // getccb, runccb and xpt_release_ccb require; the CCB is ours until
+        // released; `data_in` outlives the synchronous run.
+        unsafe {
+            let ccb = sys::cam_periph_getccb(self.periph.as_ptr(), CAM_PRIORITY_NORMAL);
+            let csio = &raw mut (*ccb).csio;
+            fill_csio(csio, &cdb, None, dir, sys::MSG_SIMPLE_Q_TAG as u8, data_in.as_mut_ptr(), len, timeout_ms);
+            sys::cam_periph_runccb(ccb, None, 0, sys::SF_NO_PRINT, ptr::null_mut());
+            let result = ScsiResult::of(&*csio);
+            sys::xpt_release_ccb(ccb);
+            result
+        }
+    }
+
+    /// Asks CAM for a CCB for the periph (`xpt_schedule`): the periph's
+    /// start routine gets one as soon as the device has an opening, maybe
+    /// before this returns.
+    pub fn schedule(&mut self) {
+        // SAFETY: the periph lock is held, as xpt_schedule requires.
+        unsafe { sys::xpt_schedule(self.periph.as_ptr(), CAM_PRIORITY_NORMAL) }
+    }
+
+    /// The periph's state that its lock protects.
+    pub fn locked(&mut self) -> Option<&mut periph::io::Locked> {
+        let softc = self.periph.softc()?;
+        // SAFETY: this thread holds the periph's lock (the guard's
+        // invariant).  The only other guards of a held lock are those CAM
+        // callbacks get when a CAM call made through this guard calls back
+        // (periph_start, oninvalidate); every such call borrows this guard,
+        // so it cannot happen while the returned reference lives.
+        Some(unsafe { &mut *softc.locked.0.get() })
+    }
+
+    /// The device's Device Identification VPD page, as CAM's probe kept it
+    /// (`XPT_DEV_ADVINFO`), copied into `buf`; empty if CAM has none.
+    pub fn device_id_page<'b>(&self, buf: &'b mut [u8]) -> &'b [u8] {
+        // SAFETY: ccb_dev_advinfo is plain data; all-zeroes is valid.
+        let mut cdai: sys::ccb_dev_advinfo = unsafe { mem::zeroed() };
+        // SAFETY: an immediate CCB on the periph's path, with the periph lock
+        // held as XPT_DEV_ADVINFO expects; `buf` outlives the call.
+        let provided = unsafe {
+            sys::xpt_setup_ccb(&mut cdai.ccb_h, self.periph.path().as_ptr(), CAM_PRIORITY_NORMAL);
+            cdai.ccb_h.func_code = sys::XPT_DEV_ADVINFO;
+            cdai.flags = sys::CDAI_FLAG_NONE;
+            cdai.buftype = sys::CDAI_TYPE_SCSI_DEVID;
+            cdai.bufsiz = buf.len() as sys::off_t;
+            cdai.buf = buf.as_mut_ptr();
+            sys::xpt_action((&raw mut cdai).cast());
+            if cdai.ccb_h.status & sys::CAM_DEV_QFRZN != 0 {
+                sys::cam_release_devq(cdai.ccb_h.path, 0, 0, 0, 0);
+            }
+            cdai.ccb_h.status & sys::CAM_STATUS_MASK == sys::CAM_REQ_CMP
+        };
+        let len = if provided { usize::try_from(cdai.provsiz).unwrap_or(0).min(buf.len()) } else { 0 };
+        buf.get(..len).unwrap_or(&[])
     }
 }
 
@@ -400,7 +743,7 @@ pub fn periph_alloc(path: &Path, cgd: &GetDev, _lock: &DeviceLocked) -> CamStatu
             Some(periph_ctor),
             Some(periph_oninvalidate),
             Some(periph_dtor),
-            None,
+            Some(periph_start),
             c"ctlpass".as_ptr().cast_mut(),
             sys::CAM_PERIPH_BIO,
             path.as_ptr(),
@@ -455,10 +798,20 @@ unsafe extern "C" fn periph_ctor(p: *mut sys::cam_periph, arg: *mut c_void) -> s
     }
 }
 
+unsafe extern "C" fn periph_start(p: *mut sys::cam_periph, ccb: *mut sys::ccb) {
+    // SAFETY: CAM passes a live periph, with its lock held, and a CCB
+    // allocated for it.
+    let mut lock = unsafe { PeriphLock::assume_held(Periph::from_ptr(p)) };
+    // A CCB from CAM is never null.
+    if let Some(ccb) = NonNull::new(ccb) {
+        periph::io::start(&mut lock, StartCcb(ccb));
+    }
+}
+
 unsafe extern "C" fn periph_oninvalidate(p: *mut sys::cam_periph) {
     // SAFETY: CAM passes a live periph with its lock held.
-    let lock = unsafe { PeriphLock::assume_held(Periph::from_ptr(p)) };
-    periph::oninvalidate(&lock);
+    let mut lock = unsafe { PeriphLock::assume_held(Periph::from_ptr(p)) };
+    periph::oninvalidate(&mut lock);
 }
 
 unsafe extern "C" fn periph_dtor(p: *mut sys::cam_periph) {

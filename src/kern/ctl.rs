@@ -1,10 +1,19 @@
 //! CTL, as the passthrough backend sees it: LUN requests from ctladm and
 //! ctld, and the I/O CTL hands the backend.
 
+use core::cell::UnsafeCell;
+use core::ffi::c_int;
 use core::fmt::{self, Write};
-use core::ptr::NonNull;
+use core::mem;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
+use super::alloc::{AllocError, KBox, Wait};
+use super::errno::Errno;
 use super::fmt::FmtBuf;
+use super::nv::{NvList, OwnedNvList};
+use crate::backend::Lun;
+use crate::scsi::cdb::TaskAttribute;
 use crate::sys;
 
 /// The `CTL_LUN_REQ` ioctl command, `_IOWR(CTL_MINOR, 0x21, struct
@@ -27,6 +36,23 @@ pub enum LunReqType {
     Remove,
     /// `ctladm modify`, or ctld re-applying its configuration.
     Modify,
+}
+
+/// What a `CTL_LUNREQ_CREATE` asks for, as ctladm or ctld filled it.
+#[derive(Clone, Copy, Debug)]
+pub struct CreateParams {
+    /// The peripheral device type, if given (`ctladm -t`, ctld `device-type`).
+    pub device_type: Option<u8>,
+    /// The size in bytes (0: unspecified).
+    pub size_bytes: u64,
+    /// The block size in bytes (0: unspecified).
+    pub blocksize: u32,
+    /// The LUN number asked for (`ctladm -l`).
+    pub lun_id: Option<u32>,
+    /// The serial number to show instead of the device's (`ctladm -S`).
+    pub serial_num: Option<[u8; SERIAL_LEN]>,
+    /// The device id to show instead of the device's (`ctladm -d`).
+    pub device_id: Option<[u8; DEVICE_ID_LEN]>,
 }
 
 /// A `CTL_LUN_REQ` ioctl request (`struct ctl_lun_req`), answered through
@@ -61,6 +87,76 @@ impl<'a> LunReq<'a> {
         self.set(sys::CTL_LUN_ERROR, message);
     }
 
+    /// Completes the request with a message about something it did not do
+    /// as asked (`CTL_LUN_WARNING`; ctladm prints "LUN creation warning").
+    pub fn set_warning(&mut self, message: fmt::Arguments<'_>) {
+        self.set(sys::CTL_LUN_WARNING, message);
+    }
+
+    /// Completes the request (`CTL_LUN_OK`).
+    pub fn set_ok(&mut self) {
+        self.0.status = sys::CTL_LUN_OK;
+    }
+
+    /// The request's options (`-o name=value` of ctladm, the LUN's options
+    /// and `path` of ctld), if it has any.
+    pub fn args(&self) -> Option<NvList<'_>> {
+        // SAFETY: CTL unpacked args_nvl for this request; it lives until the
+        // ioctl returns, which the borrow of self outlives.
+        unsafe { NvList::from_ptr(self.0.args_nvl) }
+    }
+
+    /// What a `CTL_LUNREQ_CREATE` asks for.
+    pub fn create_params(&self) -> CreateParams {
+        // SAFETY: for CREATE, `create` is the union's member; it is plain data.
+        let p = unsafe { &self.0.reqdata.create };
+        let flags = LunFlags::from_bits_retain(p.flags);
+        CreateParams {
+            device_type: (p.flags & sys::CTL_LUN_FLAG_DEV_TYPE != 0).then_some(p.device_type),
+            size_bytes: p.lun_size_bytes,
+            blocksize: p.blocksize_bytes,
+            lun_id: flags.contains(LunFlags::ID_REQ).then_some(p.req_lun_id),
+            serial_num: flags.contains(LunFlags::SERIAL_NUM).then_some(p.serial_num),
+            device_id: flags.contains(LunFlags::DEVID).then_some(p.device_id),
+        }
+    }
+
+    /// Tells ctladm what was created (it prints these fields back); ctld
+    /// reads the LUN number.
+    pub fn set_created(&mut self, lun: &LunRef, lun_type: u8) {
+        let (maxlba, blocksize) = lun.geometry();
+        // SAFETY: for CREATE, `create` is the union's member; the LUN's
+        // be_lun fields are ours to read.
+        unsafe {
+            let p = &mut self.0.reqdata.create;
+            p.device_type = lun_type;
+            p.blocksize_bytes = blocksize;
+            p.lun_size_bytes = maxlba.saturating_add(1).saturating_mul(u64::from(blocksize));
+            p.req_lun_id = lun.id();
+            p.serial_num = (*lun.raw()).serial_num;
+            p.device_id = (*lun.raw()).device_id;
+        }
+        self.set_ok();
+    }
+
+    /// The LUN a `CTL_LUNREQ_RM` or `CTL_LUNREQ_MODIFY` names.
+    pub fn lun_id(&self) -> u32 {
+        // SAFETY: `rm` and `modify` both start with lun_id; plain data.
+        unsafe { self.0.reqdata.rm.lun_id }
+    }
+
+    /// The size a `CTL_LUNREQ_MODIFY` asks for, in bytes (0: re-read).
+    pub fn modify_size(&self) -> u64 {
+        // SAFETY: for MODIFY, `modify` is the union's member.
+        unsafe { self.0.reqdata.modify.lun_size_bytes }
+    }
+
+    /// Tells ctladm the LUN's size after a MODIFY.
+    pub fn set_modified(&mut self, size_bytes: u64) {
+        self.0.reqdata.modify.lun_size_bytes = size_bytes;
+        self.set_ok();
+    }
+
     fn set(&mut self, status: sys::ctl_lun_status, message: fmt::Arguments<'_>) {
         let mut text = FmtBuf::<{ sys::CTL_ERROR_STR_LEN as usize }>::new();
         // Writing to a FmtBuf never fails; it truncates.
@@ -82,8 +178,14 @@ impl<'a> LunReq<'a> {
     }
 }
 
-/// An I/O CTL handed to the backend (`union ctl_io` of type SCSI).
-pub struct CtlIo(NonNull<sys::ctl_io>);
+/// An I/O CTL handed to the backend (`union ctl_io` of type SCSI), with the
+/// call that must complete it.  It completes exactly once: through
+/// [`CtlIo::complete`], or, if it is dropped, with an internal target
+/// failure (so that a bug shows as an error, never as a hung command).
+pub struct CtlIo {
+    io: NonNull<sys::ctl_io>,
+    completion: Completion,
+}
 
 // SAFETY: a CTL I/O belongs to whoever CTL handed it to, and may be completed
 // from any thread.
@@ -101,29 +203,438 @@ pub enum Completion {
     ConfigWrite,
 }
 
+/// The status an I/O completes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// GOOD (`ctl_set_success`).
+    Success,
+    /// The device's own SCSI status and sense data, verbatim.
+    Status {
+        /// The SCSI status byte.
+        status: u8,
+        /// Sense data (empty if there is none).
+        sense: &'a [u8],
+    },
+    /// BUSY without sense (`ctl_set_busy`): the initiator retries.
+    Busy,
+    /// CHECK CONDITION with sense built by CTL in the LUN's sense format
+    /// (`ctl_set_sense`).
+    Sense {
+        /// Sense key.
+        key: u8,
+        /// Additional sense code.
+        asc: u8,
+        /// Additional sense code qualifier.
+        ascq: u8,
+    },
+}
+
 impl CtlIo {
     /// # Safety
     ///
-    /// `io` is an I/O CTL handed to this backend and not yet completed; the
-    /// `CtlIo` is its only handle.
-    pub(super) unsafe fn from_ptr(io: *mut sys::ctl_io) -> Option<CtlIo> {
-        NonNull::new(io).map(CtlIo)
+    /// `io` is a SCSI I/O CTL handed to this backend through the entry point
+    /// `completion` names, not yet completed; the `CtlIo` is its only handle.
+    pub(super) unsafe fn from_ptr(io: *mut sys::ctl_io, completion: Completion) -> Option<CtlIo> {
+        NonNull::new(io).map(|io| CtlIo { io, completion })
     }
 
-    /// Completes the I/O with CHECK CONDITION, HARDWARE ERROR / INTERNAL
-    /// TARGET FAILURE (`ctl_set_internal_failure`).
-    pub fn fail_internal(self, completion: Completion) {
-        let io = self.0.as_ptr();
-        // SAFETY: the I/O is ours until completed here, exactly once; CTL
-        // I/Os handed to a backend are SCSI I/Os, so `scsiio` is the live
-        // member of the union.
+    fn scsiio(&self) -> *mut sys::ctl_scsiio {
+        // SAFETY: I/Os handed to a backend are SCSI I/Os, so `scsiio` is the
+        // live member of the union; this only computes its address.
+        unsafe { &raw mut (*self.io.as_ptr()).scsiio }
+    }
+
+    /// The entry point that received the I/O.
+    pub fn completion(&self) -> Completion {
+        self.completion
+    }
+
+    /// The CDB the initiator sent.
+    pub fn cdb(&self) -> &[u8] {
+        // SAFETY: the frontend filled cdb and cdb_len before CTL queued the
+        // I/O; they do not change while the backend has it.
+        let s = unsafe { &*self.scsiio() };
+        s.cdb.get(..usize::from(s.cdb_len)).unwrap_or(&s.cdb)
+    }
+
+    /// The task attribute the initiator gave the command.
+    pub fn task_attribute(&self) -> TaskAttribute {
+        // SAFETY: as for `cdb`.
+        match unsafe { (*self.scsiio()).tag_type } {
+            sys::CTL_TAG_SIMPLE => TaskAttribute::Simple,
+            sys::CTL_TAG_ORDERED => TaskAttribute::Ordered,
+            sys::CTL_TAG_HEAD_OF_QUEUE => TaskAttribute::HeadOfQueue,
+            sys::CTL_TAG_ACA => TaskAttribute::Aca,
+            _ => TaskAttribute::Untagged,
+        }
+    }
+
+    /// The LUN the I/O is for (`CTL_BACKEND_LUN`), with a reference.
+    pub fn lun(&self) -> Option<LunRef> {
+        // SAFETY: CTL set the backend LUN pointer before handing the I/O to
+        // the backend; the LUN outlives its outstanding I/Os (CTL calls
+        // lun_shutdown only after the last one completes), so it is live
+        // while the new reference is counted.
         unsafe {
-            sys::ctl_set_internal_failure(&raw mut (*io).scsiio, 1, 0);
-            match completion {
+            let be_lun = (*self.io.as_ptr()).io_hdr.ctl_private[sys::CTL_PRIV_BACKEND_LUN as usize].ptrs[0];
+            let lun = NonNull::new(be_lun.cast::<BeLun>())?;
+            lun.as_ref().refs.fetch_add(1, Ordering::Relaxed);
+            Some(LunRef(lun))
+        }
+    }
+
+    /// Sets the I/O's status and hands it back to CTL.
+    pub fn complete(self, reply: Reply<'_>) {
+        let this = mem::ManuallyDrop::new(self);
+        this.finish(reply);
+    }
+
+    fn finish(&self, reply: Reply<'_>) {
+        let s = self.scsiio();
+        // SAFETY: the I/O is ours until handed back below, exactly once (the
+        // callers consume or drop the CtlIo); the ctl_set_* helpers fill the
+        // status fields of a SCSI I/O.
+        unsafe {
+            match reply {
+                Reply::Success => sys::ctl_set_success(s),
+                Reply::Status { status, sense } => {
+                    let room = mem::size_of_val(&(*s).sense_data);
+                    let n = sense.len().min(room);
+                    let dst = (&raw mut (*s).sense_data).cast::<u8>();
+                    ptr::write_bytes(dst, 0, room);
+                    ptr::copy_nonoverlapping(sense.as_ptr(), dst, n);
+                    (*s).sense_len = n as u8;
+                    (*s).scsi_status = status;
+                    (*s).io_hdr.status = sys::CTL_SCSI_ERROR | if n > 0 { sys::CTL_AUTOSENSE } else { 0 };
+                }
+                Reply::Busy => sys::ctl_set_busy(s),
+                Reply::Sense { key, asc, ascq } => sys::ctl_set_sense(
+                    s,
+                    1,
+                    c_int::from(key),
+                    c_int::from(asc),
+                    c_int::from(ascq),
+                    sys::SSD_ELEM_NONE as c_int,
+                ),
+            }
+            let io = self.io.as_ptr();
+            match self.completion {
                 Completion::DataSubmit => sys::ctl_data_submit_done(io),
                 Completion::ConfigRead => sys::ctl_config_read_done(io),
                 Completion::ConfigWrite => sys::ctl_config_write_done(io),
             }
         }
+    }
+}
+
+impl Drop for CtlIo {
+    fn drop(&mut self) {
+        crate::printf!("ctlpass: an I/O was dropped without a status; failing it\n");
+        self.finish(Reply::Sense { key: SENSE_KEY_HARDWARE_ERROR, asc: 0x44, ascq: 0x00 });
+    }
+}
+
+/// HARDWARE ERROR: with 0x44/0x00, INTERNAL TARGET FAILURE.
+pub const SENSE_KEY_HARDWARE_ERROR: u8 = 0x04;
+
+bitflags::bitflags! {
+    /// The LUN flags a backend gives CTL (`ctl_backend_lun_flags`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct LunFlags: u32 {
+        /// `req_lun_id` is valid: CTL must use that LUN number.
+        const ID_REQ = sys::CTL_LUN_FLAG_ID_REQ;
+        /// The LUN starts stopped.
+        const STOPPED = sys::CTL_LUN_FLAG_STOPPED;
+        /// The LUN starts without a medium.
+        const NO_MEDIA = sys::CTL_LUN_FLAG_NO_MEDIA;
+        /// The LUN is primary in a CTL HA pair (and on a single node, where
+        /// a LUN that is not is unavailable).
+        const PRIMARY = sys::CTL_LUN_FLAG_PRIMARY;
+        /// `serial_num` is valid.
+        const SERIAL_NUM = sys::CTL_LUN_FLAG_SERIAL_NUM;
+        /// `device_id` is valid.
+        const DEVID = sys::CTL_LUN_FLAG_DEVID;
+        /// The LUN supports UNMAP.
+        const UNMAP = sys::CTL_LUN_FLAG_UNMAP;
+        /// The LUN starts with its tray open.
+        const EJECTED = sys::CTL_LUN_FLAG_EJECTED;
+        /// CTL refuses writes (DATA PROTECT).
+        const READONLY = sys::CTL_LUN_FLAG_READONLY;
+    }
+}
+
+/// Bytes of a LUN's serial number (VPD page 0x80) in CTL.
+pub const SERIAL_LEN: usize = sys::CTL_SN_LEN as usize;
+/// Bytes of a LUN's T10 device id in CTL.
+pub const DEVICE_ID_LEN: usize = sys::CTL_DEVID_LEN as usize;
+
+/// How a LUN is presented to CTL: the `struct ctl_be_lun` fields a backend
+/// fills before `ctl_add_lun`.
+pub struct LunConfig {
+    /// Peripheral device type (`T_DIRECT`, `T_CDROM`).
+    pub lun_type: u8,
+    /// Flags.
+    pub flags: LunFlags,
+    /// The last LBA.
+    pub maxlba: u64,
+    /// Bytes per block.
+    pub blocksize: u32,
+    /// Logical blocks per physical block exponent.
+    pub pblockexp: u16,
+    /// Lowest LBA aligned to a physical block.
+    pub pblockoff: u16,
+    /// Logical blocks per unmap block exponent.
+    pub ublockexp: u16,
+    /// Lowest LBA aligned to an unmap block.
+    pub ublockoff: u16,
+    /// Optimal transfer length, in blocks.
+    pub opttxferlen: u32,
+    /// The LUN number asked for (with `ID_REQ`).
+    pub req_lun_id: u32,
+    /// Serial number, space padded.
+    pub serial_num: [u8; SERIAL_LEN],
+    /// T10 device id, space padded.
+    pub device_id: [u8; DEVICE_ID_LEN],
+    /// String options CTL reads (vendor, product, naa, ...).
+    pub options: OwnedNvList,
+}
+
+/// A LUN of this backend: CTL's `struct ctl_be_lun` and the backend's own
+/// state, in one allocation whose address CTL keeps.  It is reached through
+/// a [`LunRef`], or borrowed from an I/O CTL handed the backend.
+#[repr(C)]
+pub struct BeLun {
+    be_lun: UnsafeCell<sys::ctl_be_lun>,
+    refs: AtomicUsize,
+    lun: Lun,
+}
+
+// SAFETY: the ctl_be_lun fields are written by this backend only through the
+// methods below (atomic-width stores CTL tolerates) or by CTL under its own
+// locks; `refs` is atomic and `lun` is Sync.
+unsafe impl Sync for BeLun {}
+
+/// A counted reference to a LUN.  CTL holds one from a successful
+/// [`BeLun::add`] until it calls `lun_shutdown`; the LUN is freed with the
+/// last reference.
+pub struct LunRef(NonNull<BeLun>);
+
+// SAFETY: the LUN's shared state is Sync (above); references may move
+// between threads.
+unsafe impl Send for LunRef {}
+// SAFETY: as above.
+unsafe impl Sync for LunRef {}
+
+impl LunRef {
+    /// A LUN not yet known to CTL, with one reference (this one).
+    pub fn new(config: LunConfig, lun: Lun) -> Result<LunRef, AllocError> {
+        // SAFETY: struct ctl_be_lun is plain data; all-zeroes is valid.
+        let mut be: sys::ctl_be_lun = unsafe { mem::zeroed() };
+        be.lun_type = config.lun_type;
+        be.flags = config.flags.bits();
+        be.maxlba = config.maxlba;
+        be.blocksize = config.blocksize;
+        be.pblockexp = config.pblockexp;
+        be.pblockoff = config.pblockoff;
+        be.ublockexp = config.ublockexp;
+        be.ublockoff = config.ublockoff;
+        be.opttxferlen = config.opttxferlen;
+        be.req_lun_id = config.req_lun_id;
+        be.serial_num = config.serial_num;
+        be.device_id = config.device_id;
+        be.lun_shutdown = Some(lun_shutdown);
+        be.be = &raw mut sys::ctlpass_backend_driver;
+        let cell = BeLun { be_lun: UnsafeCell::new(be), refs: AtomicUsize::new(1), lun };
+        let cell = KBox::new(cell, Wait::WaitOk)?;
+        // The options are set last: from here on the cell owns them.
+        // SAFETY: the cell is not shared yet.
+        unsafe { (*cell.be_lun.get()).options = config.options.into_raw() };
+        Ok(LunRef(NonNull::from(&*KBox::leak(cell))))
+    }
+
+    /// Whether two references name the same LUN.
+    pub fn same(&self, other: &LunRef) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl core::ops::Deref for LunRef {
+    type Target = BeLun;
+    fn deref(&self) -> &BeLun {
+        // SAFETY: a counted reference keeps the LUN alive.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl BeLun {
+    fn raw(&self) -> *mut sys::ctl_be_lun {
+        self.be_lun.get()
+    }
+
+    /// The backend's state.
+    pub fn lun(&self) -> &Lun {
+        &self.lun
+    }
+
+    /// The LUN number CTL gave it (after [`BeLun::add`]).
+    pub fn id(&self) -> u32 {
+        // SAFETY: written by CTL in ctl_add_lun, before it returned.
+        unsafe { (*self.raw()).lun_id }
+    }
+
+    /// The LUN's current last LBA and block size.
+    pub fn geometry(&self) -> (u64, u32) {
+        // SAFETY: fields this backend writes; aligned 64-bit reads are atomic.
+        unsafe { (ptr::read_volatile(&raw const (*self.raw()).maxlba), (*self.raw()).blocksize) }
+    }
+
+    /// Hands the LUN to CTL (`ctl_add_lun`, which may sleep): it is enabled
+    /// on every port, and CTL holds a reference until `lun_shutdown`.
+    pub fn add(&self) -> Result<u32, Errno> {
+        self.refs.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: a fully set up ctl_be_lun whose address stays valid while
+        // CTL's reference exists.
+        match Errno::result(unsafe { sys::ctl_add_lun(self.raw()) }) {
+            Ok(()) => Ok(self.id()),
+            Err(e) => {
+                // CTL did not keep it.
+                self.refs.fetch_sub(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Asks CTL to remove the LUN (`ctl_remove_lun`): it is disabled at
+    /// once and `lun_shutdown` follows when its last I/O completes, possibly
+    /// before this returns.
+    pub fn remove(&self) {
+        // SAFETY: a LUN CTL holds; ctl_remove_lun always returns 0.
+        unsafe { sys::ctl_remove_lun(self.raw()) };
+    }
+
+    /// Records a new geometry and tells CTL (`ctl_lun_capacity_changed`),
+    /// which raises CAPACITY DATA HAS CHANGED for every initiator.
+    pub fn capacity_changed(&self, maxlba: u64, pblockexp: u16, pblockoff: u16) {
+        // SAFETY: fields CTL reads without locks: the 64-bit store is
+        // atomic on amd64; then CTL is told.
+        unsafe {
+            ptr::write_volatile(&raw mut (*self.raw()).maxlba, maxlba);
+            (*self.raw()).pblockexp = pblockexp;
+            (*self.raw()).pblockoff = pblockoff;
+            sys::ctl_lun_capacity_changed(self.raw());
+        }
+    }
+
+    /// Tells CTL the medium state changed the way the device reported
+    /// (`ctl_start_lun`, `ctl_stop_lun`, `ctl_lun_has_media`,
+    /// `ctl_lun_ejected`), so that CTL's own answers (TEST UNIT READY, and
+    /// its refusals of media access) agree with the device.  No lock may be
+    /// held: CTL takes its own.
+    pub fn media_event(&self, event: MediaEvent) {
+        let f = match event {
+            MediaEvent::Started => sys::ctl_start_lun,
+            MediaEvent::Stopped => sys::ctl_stop_lun,
+            MediaEvent::Loaded => sys::ctl_lun_has_media,
+            MediaEvent::Ejected => sys::ctl_lun_ejected,
+        };
+        // SAFETY: a LUN CTL holds (the caller has it from a reference or an
+        // outstanding I/O); these always return 0.
+        unsafe { f(self.raw()) };
+    }
+}
+
+/// A change of a LUN's medium state CTL must know about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The unit was started (START STOP UNIT with START).
+    Started,
+    /// The unit was stopped.
+    Stopped,
+    /// A medium was loaded.
+    Loaded,
+    /// The medium was ejected.
+    Ejected,
+}
+
+impl Clone for LunRef {
+    fn clone(&self) -> LunRef {
+        self.refs.fetch_add(1, Ordering::Relaxed);
+        LunRef(self.0)
+    }
+}
+
+impl Drop for LunRef {
+    fn drop(&mut self) {
+        if self.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // SAFETY: the last reference: nothing else can reach the cell, which
+        // came from KBox::leak; the options list is the cell's.
+        unsafe {
+            let cell = KBox::from_raw(self.0.as_ptr());
+            drop(OwnedNvList::from_raw((*cell.be_lun.get()).options));
+            drop(cell);
+        }
+    }
+}
+
+/// `ctl_be_lun.lun_shutdown`: CTL is done with the LUN (its last I/O
+/// completed after `ctl_remove_lun`) and gives back its reference.
+unsafe extern "C" fn lun_shutdown(be_lun: *mut sys::ctl_be_lun) {
+    // SAFETY: be_lun is the first field of a BeLun (repr(C)) CTL held a
+    // counted reference to since ctl_add_lun; that reference is now ours.
+    let lun = LunRef(unsafe { NonNull::new_unchecked(be_lun.cast::<BeLun>()) });
+    crate::backend::lun_shutdown(lun);
+}
+
+/// The LUN of a `ctl_be_lun` CTL passes back (lun_info, or an I/O's
+/// `CTL_BACKEND_LUN`), borrowed for as long as CTL guarantees it lives.
+///
+/// # Safety
+///
+/// `be_lun` is a LUN of this backend, between `ctl_add_lun` and
+/// `lun_shutdown`, for `'a`.
+pub(super) unsafe fn be_lun_of<'a>(be_lun: *mut sys::ctl_be_lun) -> &'a BeLun {
+    // SAFETY: the caller's contract; be_lun is a BeLun's first field.
+    unsafe { &*be_lun.cast::<BeLun>() }
+}
+
+/// Where `lun_info` writes the XML elements `ctladm devlist -v` shows.
+pub struct Sbuf(NonNull<sys::sbuf>);
+
+impl Sbuf {
+    /// # Safety
+    ///
+    /// `sb` is an sbuf CTL lends for the duration of the call.
+    pub(super) unsafe fn from_ptr(sb: *mut sys::sbuf) -> Option<Sbuf> {
+        NonNull::new(sb).map(Sbuf)
+    }
+
+    /// Appends `<name>value</name>\n`, escaping `&`, `<` and `>` in the
+    /// value as CTL's XML needs.
+    pub fn element(&mut self, name: &str, value: fmt::Arguments<'_>) {
+        let mut text = FmtBuf::<256>::new();
+        let _ = write!(text, "<{name}>");
+        let _ = XmlEscaped(&mut text).write_fmt(value);
+        let _ = writeln!(text, "</{name}>");
+        // SAFETY: appending a C string to the lent sbuf.
+        unsafe { sys::sbuf_cat(self.0.as_ptr(), text.as_c_str().as_ptr()) };
+    }
+}
+
+/// Escapes what it writes for XML text.
+struct XmlEscaped<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for XmlEscaped<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            match c {
+                '&' => self.0.write_str("&amp;")?,
+                '<' => self.0.write_str("&lt;")?,
+                '>' => self.0.write_str("&gt;")?,
+                c => self.0.write_char(c)?,
+            }
+        }
+        Ok(())
     }
 }

@@ -4,13 +4,14 @@
 
 use core::ffi::{c_int, c_ulong, c_void};
 
-use super::ctl::{CTL_LUN_REQ, Completion, CtlIo, LunReq};
+use super::ctl::{CTL_LUN_REQ, Completion, CtlIo, LunReq, Sbuf, be_lun_of};
 use super::errno::Errno;
 use crate::{backend, periph, sys};
 
 /// Module load, first of all (`SYSINIT` at `SI_SUB_LOCK`).
 #[unsafe(no_mangle)]
 pub extern "C" fn ctlpass_sysinit(_arg: *mut c_void) {
+    periph::io::sysinit();
     backend::sysinit();
 }
 
@@ -18,6 +19,7 @@ pub extern "C" fn ctlpass_sysinit(_arg: *mut c_void) {
 #[unsafe(no_mangle)]
 pub extern "C" fn ctlpass_sysuninit(_arg: *mut c_void) {
     backend::sysuninit();
+    periph::io::sysuninit();
 }
 
 /// `ctl_backend_driver.init`, from `ctl_backend_register` at module load.
@@ -34,10 +36,10 @@ pub extern "C" fn ctlpass_be_shutdown() -> c_int {
 }
 
 fn submit(io: *mut sys::ctl_io, completion: Completion) -> c_int {
-    // SAFETY: CTL hands the backend each I/O once, and it stays ours until
-    // completed.
-    if let Some(io) = unsafe { CtlIo::from_ptr(io) } {
-        backend::submit(io, completion);
+    // SAFETY: CTL hands the backend each SCSI I/O once, through the entry
+    // point `completion` names, and it stays ours until completed.
+    if let Some(io) = unsafe { CtlIo::from_ptr(io, completion) } {
+        backend::submit(io);
     }
     sys::CTL_RETVAL_COMPLETE as c_int
 }
@@ -84,7 +86,13 @@ pub extern "C" fn ctlpass_be_ioctl(
 /// `ctl_backend_driver.lun_info`: extra XML elements for `ctladm devlist -v`.
 /// Called with CTL's mutexes held, so it must not sleep.
 #[unsafe(no_mangle)]
-pub extern "C" fn ctlpass_be_lun_info(_be_lun: *mut sys::ctl_be_lun, _sb: *mut sys::sbuf) -> c_int {
+pub extern "C" fn ctlpass_be_lun_info(be_lun: *mut sys::ctl_be_lun, sb: *mut sys::sbuf) -> c_int {
+    // SAFETY: CTL passes a LUN of this backend (between ctl_add_lun and
+    // lun_shutdown) and an sbuf, for the duration of the call.
+    if let (false, Some(mut sb)) = (be_lun.is_null(), unsafe { Sbuf::from_ptr(sb) }) {
+        // SAFETY: as above.
+        backend::lun_info(unsafe { be_lun_of(be_lun) }.lun(), &mut sb);
+    }
     0
 }
 

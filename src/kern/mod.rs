@@ -9,5 +9,8 @@ pub mod entry;
 pub mod errno;
 pub mod fmt;
 pub mod log;
+pub mod nv;
 pub mod panic;
+pub mod queue;
 pub mod sync;
+pub mod task;

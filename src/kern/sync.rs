@@ -3,19 +3,21 @@
 //! mutex is held.
 
 use core::cell::UnsafeCell;
-use core::ffi::CStr;
+use core::ffi::{CStr, c_int};
 use core::marker::PhantomData;
 use core::mem;
 use core::ops::{Deref, DerefMut};
-use core::pin::Pin;
+use core::ptr;
 
+use super::errno::Errno;
 use crate::sys;
 
 /// A mutex(9) protecting a `T`.
 ///
 /// A kernel mutex cannot move once initialised, so a `Mutex` lives in a
-/// `static` or behind a pin, is initialised once with [`Mutex::init`] before
-/// its first use, and is destroyed with [`Mutex::destroy`] after its last.
+/// `static` or in memory that never moves (a [`KBox`](super::alloc::KBox)),
+/// is initialised once with [`Mutex::init`] before its first use, and is
+/// destroyed with [`Mutex::destroy`] after its last.
 pub struct Mutex<T> {
     mtx: UnsafeCell<sys::mtx>,
     data: UnsafeCell<T>,
@@ -43,9 +45,10 @@ impl<T> Mutex<T> {
     /// # Safety
     ///
     /// Called once, before any `lock`, and not again unless `destroy` ran in
-    /// between.
-    pub unsafe fn init(self: Pin<&Self>, name: &'static CStr) {
-        // SAFETY: `mtx` is pinned and not yet initialised (caller's contract).
+    /// between; the mutex does not move until `destroy`.
+    pub unsafe fn init(&self, name: &'static CStr) {
+        // SAFETY: `mtx` stays put and is not yet initialised (caller's
+        // contract).
         unsafe { sys::ctlpass_mtx_init(self.mtx.get(), name.as_ptr()) }
     }
 
@@ -55,7 +58,7 @@ impl<T> Mutex<T> {
     ///
     /// The mutex was initialised, is not held, and is not locked again unless
     /// `init` runs first.
-    pub unsafe fn destroy(self: Pin<&Self>) {
+    pub unsafe fn destroy(&self) {
         // SAFETY: the mutex is initialised and unowned (caller's contract).
         unsafe { sys::ctlpass_mtx_destroy(self.mtx.get()) }
     }
@@ -100,4 +103,25 @@ impl<T> Drop for MutexGuard<'_, T> {
         // SAFETY: this thread holds the mutex (the guard's invariant).
         unsafe { sys::ctlpass_mtx_unlock(self.mutex.mtx.get()) }
     }
+}
+
+impl<T> MutexGuard<'_, T> {
+    /// Sleeps on `chan` (msleep(9)), releasing the mutex meanwhile and
+    /// holding it again when woken by [`wakeup`] on the same channel.  An
+    /// interruptible sleep also ends when the process gets a signal
+    /// (EINTR or ERESTART).  Sleeps: never with another mutex held.
+    pub fn sleep<C>(&mut self, chan: &C, wmesg: &'static CStr, interruptible: bool) -> Result<(), Errno> {
+        let pri = (sys::PRIBIO | if interruptible { sys::PCATCH } else { 0 }) as c_int;
+        // SAFETY: this thread holds the mutex (the guard's invariant), as
+        // msleep requires of its interlock; the channel is only an address.
+        Errno::result(unsafe {
+            sys::ctlpass_msleep(ptr::from_ref(chan).cast(), self.mutex.mtx.get(), pri, wmesg.as_ptr(), 0)
+        })
+    }
+}
+
+/// Wakes every thread sleeping on `chan` (wakeup(9)).
+pub fn wakeup<C>(chan: &C) {
+    // SAFETY: the channel is only an address.
+    unsafe { sys::wakeup(ptr::from_ref(chan).cast()) }
 }

@@ -1,17 +1,24 @@
 //! The CAM peripheral driver `ctlpass`: one periph on every SCSI device CAM
 //! knows (except CTL's own `camsim` LUNs), holding the device's identity so
 //! that the backend can find it by name, address, device id or serial
-//! number, and later carrying the CTL I/O to it.
+//! number, and carrying the backend's requests to it (`io`).
 
-use core::sync::atomic::{AtomicBool, Ordering};
+pub mod io;
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::kern::alloc::{KBox, Wait};
 use crate::kern::cam::{
-    self, CamAddress, CamStatus, DeviceLocked, GetDev, Path, PeriphLock, SERIAL_NUM_LEN, SIM_NAME_LEN,
+    self, CamAddress, CamStatus, DeviceLocked, GetDev, Path, PeriphLock, PeriphLocked, SERIAL_NUM_LEN, SIM_NAME_LEN,
 };
+use crate::backend::DeviceName;
+use crate::kern::cam::PeriphRef;
 use crate::kern::errno::Errno;
+use crate::kern::fmt::FmtBuf;
 use crate::printf;
 use crate::scsi::inquiry::{Ascii, Inquiry, Qualifier};
+use crate::scsi::vpd::DevId;
 
 /// The SIM name of CTL's own CAM frontend (ctl_frontend_cam_sim.c).  Its
 /// devices are CTL LUNs: exporting them into CTL again would loop.
@@ -57,6 +64,121 @@ pub struct Softc {
     /// Cleared when the periph is invalidated (the device went away or the
     /// driver detaches).
     valid: AtomicBool,
+    /// The LUN the device backs: [`NO_LUN`], [`CLAIMED`] while a request
+    /// creates one, or its number.
+    lun: AtomicU32,
+    /// The I/O queues, under the periph's lock.
+    pub locked: PeriphLocked<io::Locked>,
+}
+
+/// The device backs no LUN.
+const NO_LUN: u32 = u32::MAX;
+/// A create request has claimed the device and is still creating the LUN.
+const CLAIMED: u32 = u32::MAX - 1;
+
+/// The claim of a LUN on its device: a device backs at most one LUN.  It
+/// holds the periph reference the LUN keeps until CTL shuts it down.
+pub struct Claim {
+    periph: PeriphRef,
+}
+
+impl Claim {
+    /// Claims the device of `periph`; if it is taken, says by which LUN
+    /// (`None`: a create request still in progress).
+    pub fn new(periph: PeriphRef) -> Result<Claim, Option<u32>> {
+        let Some(softc) = periph.softc() else { return Err(None) };
+        match softc.lun.compare_exchange(NO_LUN, CLAIMED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok(Claim { periph }),
+            Err(CLAIMED) => Err(None),
+            Err(id) => Err(Some(id)),
+        }
+    }
+
+    /// The claimed device's periph.
+    pub fn periph(&self) -> &PeriphRef {
+        &self.periph
+    }
+
+    /// Records the number CTL gave the LUN.
+    pub fn set_lun(&self, id: u32) {
+        if let Some(s) = self.periph.softc() {
+            s.lun.store(id, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(s) = self.periph.softc() {
+            s.lun.store(NO_LUN, Ordering::Release);
+        }
+    }
+}
+
+/// Room for a device name (`ctlpass4294967295`).
+pub const DEVICE_NAME_LEN: usize = 24;
+
+/// The ctlpass periph of the device an administrator named, with a
+/// reference to it; `None` if there is no such (valid) device.
+pub fn find(name: &DeviceName<'_>) -> Option<PeriphRef> {
+    let on = |address: CamAddress| {
+        move |p: &crate::kern::cam::Periph| p.softc().is_some_and(|s| s.is_valid() && s.identity.address == address)
+    };
+    match *name {
+        DeviceName::Periph { driver: "ctlpass", unit } => {
+            cam::find_periph(|p| p.unit_number() == unit && p.softc().is_some_and(Softc::is_valid))
+        }
+        DeviceName::Periph { driver, unit } => {
+            let mut address = None;
+            cam::walk_periphs(|d, u, a| {
+                let hit = d == driver.as_bytes() && u == unit;
+                if hit {
+                    address = Some(a);
+                }
+                hit
+            });
+            cam::find_periph(on(address?))
+        }
+        DeviceName::Address { path_id, target_id, lun_id } => cam::find_periph(on(CamAddress { path_id, target_id, lun_id })),
+        DeviceName::Serial(serial) => cam::find_periph(|p| {
+            p.softc().is_some_and(|s| s.is_valid() && s.identity.serial() == serial.as_bytes())
+        }),
+        DeviceName::DevId(text) => cam::find_periph(|p| {
+            if !p.softc().is_some_and(Softc::is_valid) {
+                return false;
+            }
+            let mut page = [0u8; 256];
+            let lock = p.lock();
+            DevId::of(lock.device_id_page(&mut page)).is_some_and(|id| id.matches(text))
+        }),
+    }
+}
+
+/// The name administrators know the periph's device by: its disk, CD,
+/// tape or changer periph (`da3`), else its pass periph, else the ctlpass
+/// periph itself.
+pub fn device_name(periph: &crate::kern::cam::Periph) -> FmtBuf<DEVICE_NAME_LEN> {
+    let mut best: Option<(u8, FmtBuf<DEVICE_NAME_LEN>)> = None;
+    if let Some(address) = periph.softc().map(|s| s.identity.address) {
+        cam::walk_periphs(|driver, unit, a| {
+            let rank = match driver {
+                b"ctlpass" => 2,
+                b"pass" => 1,
+                _ => 0,
+            };
+            if a == address && best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                let mut name = FmtBuf::new();
+                let _ = write!(name, "{}{unit}", Ascii(driver));
+                best = Some((rank, name));
+            }
+            false
+        });
+    }
+    best.map(|(_, n)| n).unwrap_or_else(|| {
+        let mut name = FmtBuf::new();
+        let _ = write!(name, "ctlpass{}", periph.unit_number());
+        name
+    })
 }
 
 impl Softc {
@@ -143,6 +265,8 @@ pub fn ctor(lock: &PeriphLock<'_>, cgd: &GetDev) -> Result<KBox<Softc>, CamStatu
         Softc {
             identity,
             valid: AtomicBool::new(true),
+            lun: AtomicU32::new(NO_LUN),
+            locked: PeriphLocked::new(io::Locked::new()),
         },
         Wait::NoWait,
     )
@@ -173,11 +297,13 @@ pub fn ctor(lock: &PeriphLock<'_>, cgd: &GetDev) -> Result<KBox<Softc>, CamStatu
 }
 
 /// The periph is invalidated: its device is gone or the driver detaches.
-pub fn oninvalidate(lock: &PeriphLock<'_>) {
+/// Requests still waiting for a CCB complete as failed.
+pub fn oninvalidate(lock: &mut PeriphLock<'_>) {
     lock.deregister_async();
     if let Some(softc) = lock.periph().softc() {
         softc.valid.store(false, Ordering::Release);
     }
+    io::invalidate(lock);
 }
 
 /// The last reference to the periph is gone; its state is freed here.

@@ -2,6 +2,10 @@
 //! devices and initiators exchange.  No FFI and no `unsafe`: everything here
 //! is tested and fuzzed on the host.
 
+pub mod capacity;
+pub mod cdb;
 pub mod inquiry;
+pub mod sense;
+pub mod vpd;
 
 pub use inquiry::{Ascii, Inquiry, PeripheralType, Qualifier};

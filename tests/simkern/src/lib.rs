@@ -22,13 +22,18 @@ pub mod cam;
 pub mod child;
 pub mod console;
 pub mod ctl;
+pub mod ctl_scsi;
 pub mod devices;
 pub mod linker;
 pub mod lock;
 pub mod machine;
 pub mod malloc;
+pub mod nv;
+pub mod remote;
+pub mod sbuf;
 pub mod shell;
 pub mod sys;
 pub mod sysctl;
+pub mod taskqueue;
 
 pub use machine::{Config, Machine};

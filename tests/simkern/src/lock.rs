@@ -6,7 +6,7 @@
 //! `DEADLOCK_SECONDS` panics instead of hanging the test.
 
 use std::cell::RefCell;
-use std::ffi::{CStr, c_char, c_int};
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -298,4 +298,90 @@ pub unsafe extern "C" fn pause_sbt(
     let nanos = (i128::from(sbt.max(0)) * 1_000_000_000) >> 32;
     std::thread::sleep(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)));
     0
+}
+
+/// Wait channels: a generation number per channel, bumped by wakeup(9).
+static SLEEPQ: std::sync::Mutex<Option<std::collections::HashMap<usize, u64>>> = std::sync::Mutex::new(None);
+static SLEEPQ_CV: std::sync::Condvar = std::sync::Condvar::new();
+/// A signal for the next interruptible sleep (PCATCH), as if the user
+/// pressed ^C in the process doing the sleeping ioctl.
+static SIGNAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Delivers a signal to the next interruptible sleep (`msleep` with
+/// PCATCH), which then returns EINTR.
+pub fn post_signal() {
+    SIGNAL.store(true, Ordering::SeqCst);
+}
+
+/// `_sleep` (what msleep(9) compiles to): releases the interlock `lock` (a
+/// mutex the caller holds), sleeps on `chan` until wakeup(9), the timeout
+/// (`sbt`, 0 for none) or, with PCATCH, a signal; then takes the interlock
+/// again.  Returns 0, EWOULDBLOCK on timeout, or EINTR.
+///
+/// # Safety
+///
+/// `lock` is the lock_object of a `struct mtx` the caller holds; `wmesg` is
+/// NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _sleep(
+    chan: *const c_void,
+    lock: *mut sys::lock_object,
+    pri: c_int,
+    wmesg: *const c_char,
+    sbt: sys::sbintime_t,
+    _pr: sys::sbintime_t,
+    _flags: c_int,
+) -> c_int {
+    let c: *mut usize = lock.cast::<u8>().wrapping_add(std::mem::offset_of!(sys::mtx, mtx_lock)).cast();
+    if word(c).load(Ordering::Acquire) != curthread() {
+        // SAFETY: the caller passes a wait message.
+        let wmesg = unsafe { CStr::from_ptr(wmesg) }.to_string_lossy();
+        kpanic!("msleep(\"{wmesg}\"): interlock {} not held", name_of(c));
+    }
+    let others: Vec<String> = HELD.with(|h| h.borrow().iter().filter(|(a, _)| *a != c as usize).map(|(_, n)| n.clone()).collect());
+    if !others.is_empty() {
+        kpanic!("msleep: sleeping with non-sleepable locks held besides the interlock: {}", others.join(", "));
+    }
+    let deadline = (sbt > 0).then(|| Instant::now() + Duration::from_nanos(u64::try_from((i128::from(sbt) * 1_000_000_000) >> 32).unwrap_or(u64::MAX)));
+    let mut q = SLEEPQ.lock().unwrap_or_else(|e| e.into_inner());
+    let key = chan as usize;
+    let start = *q.get_or_insert_with(Default::default).entry(key).or_insert(0);
+    // SAFETY: the caller holds the interlock.
+    unsafe { __mtx_unlock_flags(c, 0, c"msleep".as_ptr(), 0) };
+    let result = loop {
+        if q.as_ref().and_then(|m| m.get(&key)).is_some_and(|&g| g != start) {
+            break 0;
+        }
+        if pri as u32 & sys::PCATCH != 0 && SIGNAL.swap(false, Ordering::SeqCst) {
+            break sys::EINTR as c_int;
+        }
+        let wait = match deadline {
+            Some(d) if Instant::now() >= d => break sys::EWOULDBLOCK as c_int,
+            Some(d) => d - Instant::now(),
+            None => Duration::from_millis(50),
+        };
+        q = SLEEPQ_CV.wait_timeout(q, wait.min(Duration::from_millis(50))).unwrap_or_else(|e| e.into_inner()).0;
+    };
+    drop(q);
+    // SAFETY: re-taking the interlock the caller held.
+    unsafe { __mtx_lock_flags(c, 0, c"msleep".as_ptr(), 0) };
+    result
+}
+
+/// wakeup(9): wakes every thread sleeping on `chan`.
+#[unsafe(no_mangle)]
+pub extern "C" fn wakeup(chan: *const c_void) {
+    let mut q = SLEEPQ.lock().unwrap_or_else(|e| e.into_inner());
+    *q.get_or_insert_with(Default::default).entry(chan as usize).or_insert(0) += 1;
+    SLEEPQ_CV.notify_all();
+}
+
+/// WITNESS's check before a sleep that releases `interlock`: panics if the
+/// current thread holds any other mutex.
+pub fn assert_may_sleep_holding(interlock: *mut sys::mtx, what: &str) {
+    let c = interlock.cast::<u8>().wrapping_add(std::mem::offset_of!(sys::mtx, mtx_lock)) as usize;
+    let others: Vec<String> = HELD.with(|h| h.borrow().iter().filter(|(a, _)| *a != c).map(|(_, n)| n.clone()).collect());
+    if !others.is_empty() {
+        kpanic!("{what}: sleeping with non-sleepable locks held besides the interlock: {}", others.join(", "));
+    }
 }

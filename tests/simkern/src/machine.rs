@@ -48,6 +48,7 @@ impl Config {
                     sim_name: "mpr".into(),
                     sim_unit: 0,
                     maxio: 1024 * 1024,
+                    openings: 32,
                     devices: vec![
                         DeviceSpec {
                             target: 0,
@@ -85,6 +86,8 @@ impl Config {
                     sim_name: "ahcich".into(),
                     sim_unit: 2,
                     maxio: 128 * 1024,
+                    // An ATAPI drive takes one command at a time.
+                    openings: 1,
                     devices: vec![DeviceSpec {
                         target: 0,
                         lun: 0,
@@ -98,6 +101,7 @@ impl Config {
                     sim_name: "camsim".into(),
                     sim_unit: 0,
                     maxio: 1024 * 1024,
+                    openings: 32,
                     devices: vec![DeviceSpec {
                         target: 0,
                         lun: 0,

@@ -6,6 +6,7 @@ use std::alloc::{GlobalAlloc, Layout};
 
 use ctlpass::kern::alloc::{AllocError, KBox, KernelAllocator, Wait};
 use ctlpass::kern::panic::PANIC_MESSAGE_MAX;
+use ctlpass::kern::queue::{Link, Linked, Stailq};
 use ctlpass::kern::sync::Mutex;
 use simkern::malloc::{self, Request};
 use simkern::{Config, Machine, child, sys};
@@ -232,4 +233,50 @@ fn printf_reaches_the_message_buffer_and_cuts_long_messages() {
     let line = m.dmesg().lines().last().unwrap().to_owned();
     assert_eq!(line.len(), ctlpass::kern::log::MESSAGE_MAX - 1);
     assert!(line.ends_with("y..."));
+}
+
+/// An element for the queue tests.
+struct Elem {
+    value: u32,
+    link: Link<Elem>,
+}
+
+// SAFETY: `link` returns the `link` field.
+unsafe impl Linked for Elem {
+    fn link(&mut self) -> &mut Link<Elem> {
+        &mut self.link
+    }
+}
+
+fn elem(value: u32) -> KBox<Elem> {
+    KBox::new(Elem { value, link: Link::new() }, Wait::NoWait).unwrap()
+}
+
+#[test]
+fn stailq_is_fifo_appends_in_order_and_frees_what_it_holds() {
+    let _m = loaded();
+    let before = malloc::stats("ctlpass").unwrap().in_use;
+    let mut q = Stailq::new();
+    assert!(q.is_empty());
+    for v in 1..=3 {
+        q.push_back(elem(v));
+    }
+    assert_eq!(q.len(), 3);
+    assert_eq!(q.pop_front().map(|e| e.value), Some(1));
+    let mut other = Stailq::new();
+    q.append(&mut other);
+    other.push_back(elem(4));
+    other.push_back(elem(5));
+    q.append(&mut other);
+    assert!(other.is_empty() && other.len() == 0);
+    q.push_back(elem(6));
+    let taken = q.take();
+    assert!(q.is_empty());
+    assert_eq!(taken.len(), 5);
+    assert_eq!(taken.into_iter().map(|e| e.value).collect::<Vec<_>>(), [2, 3, 4, 5, 6]);
+    let mut dropped = Stailq::new();
+    dropped.push_back(elem(7));
+    dropped.push_back(elem(8));
+    drop(dropped);
+    assert_eq!(malloc::stats("ctlpass").unwrap().in_use, before, "a dropped queue frees its elements");
 }

@@ -277,7 +277,10 @@ fn lun_requests_answer_with_an_error_string() {
     let text = unsafe { std::ffi::CStr::from_ptr(req.error_str.as_ptr()) }
         .to_str()
         .unwrap();
-    assert_eq!(text, "passthrough: LUN requests are not implemented in this version");
+    assert_eq!(
+        text,
+        "option \"device\" is required (e.g. device=da3, cam=0:1:0, devid=naa.5000c500a1b2c3d4 or serial=Z1Z3ABCD)"
+    );
     let rc =
         ctlpass::kern::entry::ctlpass_be_ioctl(std::ptr::null_mut(), 0, std::ptr::null_mut(), 0, std::ptr::null_mut());
     assert_eq!(rc, sys::ENOTTY as i32);

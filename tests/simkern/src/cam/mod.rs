@@ -14,8 +14,13 @@
 //! attached through the same interfaces, so that `camcontrol devlist` shows
 //! what a FreeBSD machine shows.
 
+mod io;
+
+use std::collections::VecDeque;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::{Arc, Mutex};
+
+pub use io::frozen;
 
 use crate::devices::{Command, GOOD, ScsiDevice};
 use crate::lock::KMutex;
@@ -42,6 +47,8 @@ pub struct BusSpec {
     pub sim_unit: u32,
     /// The SIM's largest transfer in bytes (0: DFLTPHYS).
     pub maxio: u32,
+    /// Commands each device on the bus takes at once (its tagged openings).
+    pub openings: u32,
     /// Devices present at boot.
     pub devices: Vec<DeviceSpec>,
 }
@@ -51,6 +58,7 @@ struct Bus {
     sim_name: String,
     sim_unit: u32,
     maxio: u32,
+    openings: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -67,6 +75,14 @@ struct DeviceState {
     periphs: Vec<usize>,
     /// Async registrations on the device's path.
     asyncs: Vec<AsyncReg>,
+    /// How many times its queue is frozen (a failed CCB freezes it once).
+    frozen: u32,
+    /// CCBs a periph may hold at once (`ccbq.total_openings`).
+    openings: u32,
+    /// Queued `XPT_SCSI_IO` CCBs the SIM has not started.
+    sim_queue: VecDeque<usize>,
+    /// The device's SIM thread is running.
+    sim_running: bool,
 }
 
 /// A device (`struct cam_ed`).  It lives while a path refers to it.
@@ -87,6 +103,8 @@ impl Device {
 /// A path (`struct cam_path`): the module sees a pointer to one.
 struct Path {
     device: Arc<Device>,
+    /// The periph whose path this is (null for other paths).
+    periph: *mut sys::cam_periph,
 }
 
 fn path_ref<'a>(p: *mut sys::cam_path) -> &'a Path {
@@ -99,7 +117,7 @@ fn path_ref<'a>(p: *mut sys::cam_path) -> &'a Path {
 }
 
 fn new_path(device: &Arc<Device>) -> *mut sys::cam_path {
-    Box::into_raw(Box::new(Path { device: device.clone() })).cast()
+    Box::into_raw(Box::new(Path { device: device.clone(), periph: std::ptr::null_mut() })).cast()
 }
 
 fn free_path(p: *mut sys::cam_path) {
@@ -113,6 +131,22 @@ struct Cam {
     topology: KMutex,
     state: Mutex<CamState>,
     periph_type: usize,
+    ccb_type: usize,
+}
+
+/// `periph_drivers`: the NULL-terminated array of registered peripheral
+/// drivers, which lookups by name walk under the topology lock.
+#[unsafe(no_mangle)]
+pub static mut periph_drivers: *mut *mut sys::periph_driver = std::ptr::null_mut();
+
+/// Rebuilds `periph_drivers` from the registered drivers, under the
+/// topology lock (as periphdriver_register replaces the array).
+fn publish_drivers(cam: &Cam) {
+    let _topo = cam.topology.lock();
+    let mut st = cam.state();
+    st.drivers_array = st.drivers.iter().copied().chain([0]).collect();
+    // SAFETY: written under the topology lock, which readers hold.
+    unsafe { periph_drivers = st.drivers_array.as_mut_ptr().cast() };
 }
 
 #[derive(Default)]
@@ -121,6 +155,8 @@ struct CamState {
     devices: Vec<Arc<Device>>,
     wildcard: Vec<AsyncReg>,
     drivers: Vec<usize>,
+    /// What `periph_drivers` points to: `drivers` and a NULL.
+    drivers_array: Box<[usize]>,
     standins: Vec<usize>,
 }
 
@@ -143,10 +179,12 @@ impl Cam {
 /// drivers to their devices.
 pub(crate) fn boot(buses: &[BusSpec]) {
     let periph_type = malloc::define(c"CAM periph") as usize;
+    let ccb_type = malloc::define(c"CAM CCB") as usize;
     let cam = Arc::new(Cam {
         topology: KMutex::new(c"XPT topology lock"),
         state: Mutex::default(),
         periph_type,
+        ccb_type,
     });
     *CAM.lock().unwrap_or_else(|e| e.into_inner()) = Some(cam.clone());
     for (path_id, spec) in buses.iter().enumerate() {
@@ -156,6 +194,7 @@ pub(crate) fn boot(buses: &[BusSpec]) {
             sim_name: spec.sim_name.clone(),
             sim_unit: spec.sim_unit,
             maxio: spec.maxio,
+            openings: spec.openings,
         });
         for d in &spec.devices {
             insert_device(&cam, path_id, d);
@@ -216,6 +255,7 @@ pub(crate) fn shutdown() {
                 );
             }
             cam.state().drivers.retain(|&d| d != drv as usize);
+            publish_drivers(&cam);
             drop(CString::from_raw((*drv).driver_name));
             drop(Box::from_raw(drv));
         }
@@ -249,6 +289,7 @@ fn insert_device(cam: &Arc<Cam>, path_id: u32, spec: &DeviceSpec) -> Arc<Device>
         ds.emulated = spec.device.clone();
         return d.clone();
     }
+    let openings = st.buses.iter().find(|b| b.path_id == path_id).map_or(1, |b| b.openings.max(1));
     let device = Arc::new(Device {
         path_id,
         target: spec.target,
@@ -259,6 +300,10 @@ fn insert_device(cam: &Arc<Cam>, path_id: u32, spec: &DeviceSpec) -> Arc<Device>
             present: true,
             periphs: Vec::new(),
             asyncs: Vec::new(),
+            frozen: 0,
+            openings,
+            sim_queue: VecDeque::new(),
+            sim_running: false,
         }),
     });
     st.devices.push(device.clone());
@@ -437,17 +482,48 @@ pub unsafe extern "C" fn xpt_action(ccb: *mut sys::ccb) {
         sys::XPT_GDEV_TYPE => unsafe {
             let keep = (*ccb).ccb_h;
             (*ccb).cgd = fill_getdev(&path.device);
-            (*ccb).ccb_h = sys::ccb_hdr {
-                status: sys::CAM_REQ_CMP,
-                ..keep
-            };
+            (*ccb).ccb_h = sys::ccb_hdr { status: sys::CAM_REQ_CMP, ..keep };
         },
         // SAFETY: as above.
         sys::XPT_PATH_INQ => unsafe {
             fill_pathinq(&cam(), path.device.path_id, &mut (*ccb).cpi);
         },
+        // SAFETY: as above.
+        sys::XPT_DEV_ADVINFO => unsafe { advinfo(&path.device, &mut (*ccb).cdai) },
+        sys::XPT_SCSI_IO => io::queue_scsi(&path.device, ccb),
         _ => h.status = sys::CAM_REQ_INVALID,
     }
+}
+
+/// `XPT_DEV_ADVINFO` (read only): what CAM's probe kept of the device's
+/// Device Identification page and serial number.
+fn advinfo(device: &Device, cdai: &mut sys::ccb_dev_advinfo) {
+    if cdai.flags & sys::CDAI_FLAG_STORE != 0 {
+        cdai.ccb_h.status = sys::CAM_REQ_INVALID;
+        return;
+    }
+    let data: Vec<u8> = match cdai.buftype {
+        sys::CDAI_TYPE_SCSI_DEVID => match run(device, &[0x12, 1, 0x83, 1, 0, 0], 256) {
+            (GOOD, page) => page,
+            _ => Vec::new(),
+        },
+        // SAFETY: ccb_getdev is plain data.
+        sys::CDAI_TYPE_SERIAL_NUM => {
+            let cgd = fill_getdev(device);
+            cgd.serial_num[..usize::from(cgd.serial_num_len)].to_vec()
+        }
+        _ => {
+            cdai.ccb_h.status = sys::CAM_REQ_INVALID;
+            return;
+        }
+    };
+    let n = data.len().min(usize::try_from(cdai.bufsiz).unwrap_or(0));
+    if n > 0 {
+        // SAFETY: the caller provides `bufsiz` writable bytes at `buf`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), cdai.buf, n) };
+    }
+    cdai.provsiz = data.len() as sys::off_t;
+    cdai.ccb_h.status = sys::CAM_REQ_CMP;
 }
 
 /// `xpt_setup_ccb`.
@@ -579,7 +655,9 @@ pub unsafe extern "C" fn xpt_register_async(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn periphdriver_register(arg: *mut c_void) {
     let drv = arg.cast::<sys::periph_driver>();
-    cam().state().drivers.push(drv as usize);
+    let cam = cam();
+    cam.state().drivers.push(drv as usize);
+    publish_drivers(&cam);
     // SAFETY: the caller's contract.
     if let Some(init) = unsafe { (*drv).init } {
         // SAFETY: a driver's init takes no arguments.
@@ -611,7 +689,9 @@ pub unsafe extern "C" fn periphdriver_unregister(arg: *mut c_void) -> c_int {
     if unsafe { !(*drv).units.tqh_first.is_null() } {
         kpanic!("periphdriver_unregister: {name}'s deinit returned 0 with periphs still on its unit list");
     }
-    cam().state().drivers.retain(|&d| d != drv as usize);
+    let cam = cam();
+    cam.state().drivers.retain(|&d| d != drv as usize);
+    publish_drivers(&cam);
     0
 }
 
@@ -690,9 +770,10 @@ pub unsafe extern "C" fn cam_periph_alloc(
     p.periph_dtor = periph_dtor;
     p.periph_name = name;
     p.path = new_path(&device);
-    // CAM_PRIORITY_NONE, (uint32_t)-1, which bindgen cannot evaluate.
-    p.scheduled_priority = u32::MAX;
-    p.immediate_priority = u32::MAX;
+    // SAFETY: the path was just made for this periph.
+    unsafe { (*p.path.cast::<Path>()).periph = periph };
+    p.scheduled_priority = io::CAM_PRIORITY_NONE;
+    p.immediate_priority = io::CAM_PRIORITY_NONE;
     p.refcount = 1;
     {
         let _topo = cam.topology.lock();

@@ -1,0 +1,479 @@
+//! Creating, removing and modifying passthrough LUNs (`CTL_LUNREQ_*`), in
+//! the requesting process's context, where sleeping is allowed.
+//!
+//! Create: read the options, find the device (taking a periph reference
+//! before any lock is dropped), claim it (a device backs one LUN), probe its
+//! identity with synchronous commands, plan the LUN from it, and hand it to
+//! CTL.  Remove: ask CTL, then wait until CTL calls `lun_shutdown` (when the
+//! LUN's last I/O is done); a signal ends the wait and leaves the rest to
+//! `lun_shutdown`.  Modify: read the capacity again and tell CTL if it
+//! changed.
+
+use core::ffi::CStr;
+use core::fmt::{self, Write};
+
+use super::identity::{self, About, Plan, Probe};
+use super::options::{self, DeviceName};
+use super::{Entry, lock};
+use crate::kern::alloc::{KBox, Wait};
+use crate::kern::cam::{CamAddress, CamStatus, PeriphLock, PeriphRef, ScsiResult};
+use crate::kern::ctl::{LunConfig, LunRef, LunReq, Sbuf};
+use crate::kern::errno::Errno;
+use crate::kern::fmt::FmtBuf;
+use crate::kern::nv::OwnedNvList;
+use crate::periph::{self, Claim, DEVICE_NAME_LEN};
+use crate::scsi::capacity::{self, Capacity};
+use crate::scsi::inquiry::{Ascii, Inquiry, PeripheralType};
+use crate::scsi::sense::{Sense, key};
+use crate::scsi::cdb;
+use crate::scsi::vpd::{self, BlockLimits, DevId, Provisioning};
+
+/// Text for `error_str` (CTL keeps 160 bytes of it, NUL included).
+type Message = FmtBuf<160>;
+
+fn message(args: fmt::Arguments<'_>) -> Message {
+    let mut m = Message::new();
+    // Writing to a FmtBuf never fails; it truncates.
+    let _ = m.write_fmt(args);
+    m
+}
+
+/// A passthrough LUN: the device it exports, held until CTL is done.
+pub struct Lun {
+    /// The claim on the device, with the periph reference behind it.
+    claim: Claim,
+    /// The device's name when the LUN was created (`da3`).
+    name: FmtBuf<DEVICE_NAME_LEN>,
+    /// Where the device is.
+    address: CamAddress,
+    /// The SIM and unit (`mpr0`).
+    sim: FmtBuf<24>,
+    /// The device's NAA or EUI-64 designator, as text.
+    devid: FmtBuf<48>,
+    /// The largest transfer the SIM takes, in bytes.
+    max_io: u32,
+    /// The device's whole serial number, when CTL shows only its tail.
+    long_serial: Option<FmtBuf<256>>,
+}
+
+impl Lun {
+    /// The periph of the device.
+    pub(super) fn periph(&self) -> &PeriphRef {
+        self.claim.periph()
+    }
+
+    /// Writes `lun_info`'s elements.  Called with CTL's mutexes held: reads
+    /// only what never changes.
+    pub fn info(&self, sb: &mut Sbuf) {
+        sb.element("periph", format_args!("{}", self.name.as_str()));
+        sb.element("ctlpass", format_args!("ctlpass{}", self.periph().unit_number()));
+        sb.element("cam_path", format_args!("{}", self.address));
+        sb.element("sim", format_args!("{}", self.sim.as_str()));
+        if !self.devid.as_str().is_empty() {
+            sb.element("devid", format_args!("{}", self.devid.as_str()));
+        }
+        sb.element("maxio", format_args!("{}", self.max_io));
+        sb.element("mode", format_args!("A"));
+        if let Some(serial) = &self.long_serial {
+            sb.element("device_serial", format_args!("{}", serial.as_str()));
+        }
+    }
+}
+
+/// Command timeouts, in milliseconds: identity pages answer at once; a
+/// spinning-up disk may take its time over READ CAPACITY.
+const INQUIRY_TIMEOUT: u32 = 10_000;
+const CAPACITY_TIMEOUT: u32 = 30_000;
+
+/// How often a probe is retried after a unit attention (a reset or a
+/// medium change the device reports once).
+const UNIT_ATTENTION_RETRIES: usize = 3;
+
+/// A probe command that failed.
+#[derive(Clone, Copy, Debug)]
+struct Failure {
+    status: CamStatus,
+    scsi_status: u8,
+    sense: Option<Sense>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.sense {
+            Some(s) => write!(f, "sense key {:#x}, ASC/ASCQ {:#04x}/{:#04x}", s.key, s.asc, s.ascq),
+            None if self.status == CamStatus::SCSI_STATUS_ERROR => {
+                write!(f, "SCSI status {:#04x}", self.scsi_status)
+            }
+            None => write!(f, "{}", self.status),
+        }
+    }
+}
+
+/// Runs a probe command; returns the bytes read.
+fn run(lock: &PeriphLock<'_>, cdb: &[u8], buf: &mut [u8], timeout: u32) -> Result<usize, Failure> {
+    let mut last = None;
+    for _ in 0..UNIT_ATTENTION_RETRIES {
+        let r: ScsiResult = lock.run_scsi(cdb, buf, timeout);
+        if r.is_ok() {
+            return Ok(buf.len().saturating_sub(r.resid as usize));
+        }
+        let failure = Failure { status: r.status, scsi_status: r.scsi_status, sense: Sense::parse(r.sense()) };
+        if failure.sense.is_none_or(|s| s.key != key::UNIT_ATTENTION) {
+            return Err(failure);
+        }
+        last = Some(failure);
+    }
+    Err(last.unwrap_or(Failure { status: CamStatus::REQ_CMP_ERR, scsi_status: 0, sense: None }))
+}
+
+/// Buffers for the identity probes, allocated before the periph lock is
+/// taken (a sleeping allocation cannot be made under it).
+struct Buffers {
+    inquiry: [u8; 96],
+    pages: [u8; 255],
+    serial: [u8; 255],
+    devid: [u8; 255],
+    limits: [u8; 64],
+    provisioning: [u8; 8],
+    capacity: [u8; cdb::READ_CAPACITY_16_LEN],
+}
+
+impl Buffers {
+    fn new() -> Result<KBox<Buffers>, Message> {
+        KBox::new(
+            Buffers {
+                inquiry: [0; 96],
+                pages: [0; 255],
+                serial: [0; 255],
+                devid: [0; 255],
+                limits: [0; 64],
+                provisioning: [0; 8],
+                capacity: [0; cdb::READ_CAPACITY_16_LEN],
+            },
+            Wait::WaitOk,
+        )
+        .map_err(|_| message(format_args!("out of memory")))
+    }
+}
+
+/// Reads a VPD page; the bytes read, or none if the device refuses.
+fn read_vpd<'b>(lock: &PeriphLock<'_>, page: u8, buf: &'b mut [u8]) -> &'b [u8] {
+    let len = u16::try_from(buf.len()).unwrap_or(u16::MAX);
+    match run(lock, &cdb::inquiry(Some(page), len), buf, INQUIRY_TIMEOUT) {
+        Ok(n) => buf.get(..n).unwrap_or(&[]),
+        Err(_) => &[],
+    }
+}
+
+/// Reads a VPD page if the device lists it.
+fn vpd_page<'b>(lock: &PeriphLock<'_>, supported: &[u8], page: u8, buf: &'b mut [u8]) -> &'b [u8] {
+    if vpd::supports(supported, page) { read_vpd(lock, page, buf) } else { &[] }
+}
+
+/// Reads the geometry: READ CAPACITY(16) for a disk (READ CAPACITY(10) if
+/// the device does not know it), READ CAPACITY(10) for a CD.  `Ok(None)`
+/// when there is no medium.
+fn read_capacity(lock: &PeriphLock<'_>, kind: PeripheralType, buf: &mut [u8]) -> Result<Option<Capacity>, Message> {
+    let failed = |what: &str, f: Failure| Err(message(format_args!("READ CAPACITY{what} failed: {f}")));
+    if kind == PeripheralType::DIRECT {
+        match run(lock, &cdb::read_capacity_16(), buf, CAPACITY_TIMEOUT) {
+            Ok(n) => {
+                return capacity::parse_16(buf.get(..n).unwrap_or(&[]))
+                    .map(Some)
+                    .map_err(|e| message(format_args!("{e}")));
+            }
+            Err(f) if f.sense.is_some_and(|s| s.is_illegal_request()) => {}
+            Err(f) => return failed("(16)", f),
+        }
+    }
+    let buf10 = buf.get_mut(..cdb::READ_CAPACITY_10_LEN).unwrap_or(&mut []);
+    match run(lock, &cdb::read_capacity_10(), buf10, CAPACITY_TIMEOUT) {
+        Ok(n) => {
+            let c = capacity::parse_10(buf10.get(..n).unwrap_or(&[])).map_err(|e| message(format_args!("{e}")))?;
+            if c.last_lba == u64::from(u32::MAX) {
+                return Err(message(format_args!("the device is too large for READ CAPACITY(10) and has no READ CAPACITY(16)")));
+            }
+            Ok(Some(c))
+        }
+        Err(f) if f.sense.is_some_and(|s| s.is_medium_not_present()) && kind == PeripheralType::CDROM => Ok(None),
+        Err(f) => failed("(10)", f),
+    }
+}
+
+/// Reads the device's identity and geometry.
+fn probe<'b>(periph: &PeriphRef, bufs: &'b mut Buffers) -> Result<Probe<'b>, Message> {
+    let lock = periph.lock();
+    let n = run(&lock, &cdb::inquiry(None, bufs.inquiry.len() as u16), &mut bufs.inquiry, INQUIRY_TIMEOUT)
+        .map_err(|f| message(format_args!("INQUIRY failed: {f}")))?;
+    let inquiry =
+        Inquiry::parse(bufs.inquiry.get(..n).unwrap_or(&[])).map_err(|e| message(format_args!("{e}")))?;
+    let supported = read_vpd(&lock, vpd::SUPPORTED_PAGES, &mut bufs.pages);
+    let serial = vpd::unit_serial_number(vpd_page(&lock, supported, vpd::UNIT_SERIAL_NUMBER, &mut bufs.serial));
+    let devid_page = vpd_page(&lock, supported, vpd::DEVICE_IDENTIFICATION, &mut bufs.devid);
+    let (limits, provisioning) = if inquiry.device_type == PeripheralType::DIRECT {
+        (
+            BlockLimits::parse(vpd_page(&lock, supported, vpd::BLOCK_LIMITS, &mut bufs.limits)),
+            Provisioning::parse(vpd_page(&lock, supported, vpd::LOGICAL_BLOCK_PROVISIONING, &mut bufs.provisioning)),
+        )
+    } else {
+        (None, None)
+    };
+    let capacity = match inquiry.device_type {
+        t @ (PeripheralType::DIRECT | PeripheralType::CDROM) => read_capacity(&lock, t, &mut bufs.capacity)?,
+        _ => None,
+    };
+    Ok(Probe { inquiry, serial, devid_page, capacity, limits, provisioning })
+}
+
+/// Finds the device an administrator named.
+fn find(name: &DeviceName<'_>) -> Result<PeriphRef, Message> {
+    periph::find(name).ok_or_else(|| match name {
+        DeviceName::Periph { .. } => message(format_args!("no SCSI device {name}")),
+        _ => message(format_args!("no SCSI device with {name}")),
+    })
+}
+
+/// Adds the identity CTL emulates to the LUN's options (vendor, product,
+/// revision, designators, limits), unless the administrator set them.
+fn identity_options(options: &mut OwnedNvList, plan: &Plan<'_>, inquiry: &Inquiry) -> Result<(), Errno> {
+    fn set(options: &mut OwnedNvList, name: &CStr, value: fmt::Arguments<'_>) -> Result<(), Errno> {
+        if options.as_list().get(name).is_some() {
+            return Ok(());
+        }
+        let mut text = FmtBuf::<72>::new();
+        let _ = text.write_fmt(value);
+        options.set(name, text.as_c_str())
+    }
+    fn hex(id: &[u8]) -> FmtBuf<72> {
+        let mut text = FmtBuf::new();
+        for b in id {
+            let _ = write!(text, "{b:02x}");
+        }
+        text
+    }
+    set(options, c"vendor", format_args!("{}", Ascii(&inquiry.vendor)))?;
+    set(options, c"product", format_args!("{}", Ascii(&inquiry.product)))?;
+    set(options, c"revision", format_args!("{}", Ascii(&inquiry.revision)))?;
+    if let Some(naa) = plan.naa {
+        set(options, c"naa", format_args!("{}", hex(naa).as_str()))?;
+    }
+    if let Some(eui) = plan.eui {
+        set(options, c"eui", format_args!("{}", hex(eui).as_str()))?;
+    }
+    if plan.removable {
+        set(options, c"removable", format_args!("on"))?;
+    }
+    if let Some(l) = plan.unmap_limits {
+        if l.max_unmap_lba != 0 {
+            set(options, c"unmap_max_lba", format_args!("{}", l.max_unmap_lba))?;
+        }
+        if l.max_unmap_descriptors != 0 {
+            set(options, c"unmap_max_descr", format_args!("{}", l.max_unmap_descriptors))?;
+        }
+        if l.max_write_same != 0 {
+            set(options, c"write_same_max_lba", format_args!("{}", l.max_write_same))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a create request produced.
+enum Created {
+    Lun { lun: LunRef, lun_type: u8, warning: Option<Message> },
+    Failed(Message),
+}
+
+/// `CTL_LUNREQ_CREATE`.
+pub(super) fn create(req: &mut LunReq<'_>) {
+    match create_lun(req) {
+        Created::Lun { lun, lun_type, warning } => {
+            req.set_created(&lun, lun_type);
+            if let Some(w) = warning {
+                req.set_warning(format_args!("{}", w.as_str()));
+            }
+        }
+        Created::Failed(m) => req.set_error(format_args!("{}", m.as_str())),
+    }
+}
+
+fn create_lun(req: &LunReq<'_>) -> Created {
+    let asked = req.create_params();
+    // The device, the options, and the claim on the device.
+    let found = (|| {
+        let args = req.args().ok_or_else(|| message(format_args!("{}", options::OptionError::MissingDevice)))?;
+        let opts = options::parse(args.iter().map(|p| (p.name.to_bytes(), p.value.map(CStr::to_bytes))))
+            .map_err(|e| message(format_args!("{e}")))?;
+        let periph = find(&opts.device)?;
+        let options = OwnedNvList::clone_of(&args).map_err(|e| message(format_args!("cannot copy the options: {e}")))?;
+        Ok::<_, Message>((periph, options, opts))
+    })();
+    let (periph, mut options, opts) = match found {
+        Ok(f) => f,
+        Err(m) => return Created::Failed(m),
+    };
+    let name = periph::device_name(&periph);
+    let claim = match Claim::new(periph) {
+        Ok(c) => c,
+        Err(Some(id)) => return Created::Failed(message(format_args!("{} is already exported as LUN {id}", name.as_str()))),
+        Err(None) => return Created::Failed(message(format_args!("{} is being exported by another request", name.as_str()))),
+    };
+    let mut bufs = match Buffers::new() {
+        Ok(b) => b,
+        Err(m) => return Created::Failed(m),
+    };
+    let probed = match probe(claim.periph(), &mut bufs) {
+        Ok(p) => p,
+        Err(m) => return Created::Failed(message(format_args!("{}: {}", name.as_str(), m.as_str()))),
+    };
+    let plan = match identity::plan(&probed, &asked, &opts) {
+        Ok(p) => p,
+        Err(e) => return Created::Failed(message(format_args!("{}", About(&name.as_str(), e)))),
+    };
+    if let Err(e) = identity_options(&mut options, &plan, &probed.inquiry) {
+        return Created::Failed(message(format_args!("cannot set the LUN's options: {e}")));
+    }
+    let identity = claim.periph().softc().map(|s| (s.identity.address, s.identity.max_io));
+    let (address, max_io) = identity.unwrap_or((CamAddress { path_id: 0, target_id: 0, lun_id: 0 }, 0));
+    let mut sim = FmtBuf::new();
+    if let Some(s) = claim.periph().softc() {
+        let _ = write!(sim, "{}{}", Ascii(s.identity.sim_name()), s.identity.sim_unit);
+    }
+    let mut devid = FmtBuf::new();
+    if let Some(id) = DevId::of(probed.devid_page) {
+        let _ = write!(devid, "{id}");
+    }
+    let long_serial = plan.serial_truncated.then(|| {
+        let mut s = FmtBuf::new();
+        let _ = write!(s, "{}", Ascii(probed.serial));
+        s
+    });
+    let lun_type = plan.lun_type;
+    let warning = plan.warning.map(|w| message(format_args!("{}", About(&name.as_str(), w))));
+    let config = LunConfig {
+        lun_type,
+        flags: plan.flags,
+        maxlba: plan.maxlba,
+        blocksize: plan.blocksize,
+        pblockexp: plan.pblockexp,
+        pblockoff: plan.pblockoff,
+        ublockexp: plan.ublockexp,
+        ublockoff: plan.ublockoff,
+        opttxferlen: plan.opttxferlen,
+        req_lun_id: asked.lun_id.unwrap_or(0),
+        serial_num: plan.serial_num,
+        device_id: plan.device_id,
+        options,
+    };
+    drop(bufs);
+    let lun = Lun { claim, name, address, sim, devid, max_io, long_serial };
+    let lun = match LunRef::new(config, lun) {
+        Ok(l) => l,
+        Err(_) => return Created::Failed(message(format_args!("out of memory"))),
+    };
+    {
+        let mut be = lock();
+        if be.luns.try_reserve(1).is_err() {
+            return Created::Failed(message(format_args!("out of memory")));
+        }
+        be.luns.push(Entry { lun: lun.clone(), waiter: false, removing: false, shut_down: false });
+    }
+    match lun.add() {
+        Ok(id) => {
+            lun.lun().claim.set_lun(id);
+            Created::Lun { lun, lun_type, warning }
+        }
+        Err(e) => {
+            let mut be = lock();
+            be.luns.retain(|entry| !entry.lun.same(&lun));
+            drop(be);
+            Created::Failed(match (e, asked.lun_id) {
+                (Errno::ENOSPC, Some(id)) => message(format_args!("LUN {id} is in use or beyond CTL's limit")),
+                (Errno::ENOSPC, None) => message(format_args!("CTL has no free LUN number")),
+                (e, _) => message(format_args!("ctl_add_lun failed: {e}")),
+            })
+        }
+    }
+}
+
+/// The LUN a remove or modify request names, unless it is being removed.
+fn lookup(id: u32) -> Result<LunRef, Message> {
+    let be = lock();
+    match be.luns.iter().find(|e| e.lun.id() == id) {
+        Some(e) if e.removing => Err(message(format_args!("LUN {id} is being removed"))),
+        Some(e) => Ok(e.lun.clone()),
+        None => Err(message(format_args!("no passthrough LUN {id}"))),
+    }
+}
+
+/// `CTL_LUNREQ_RM`: returns once CTL has shut the LUN down.
+pub(super) fn remove(req: &mut LunReq<'_>) {
+    let id = req.lun_id();
+    let lun = match lookup(id) {
+        Ok(l) => l,
+        Err(m) => return req.set_error(format_args!("{}", m.as_str())),
+    };
+    if let Some(e) = lock().entry(&lun) {
+        e.removing = true;
+        e.waiter = true;
+    }
+    lun.remove();
+    let mut be = lock();
+    loop {
+        let Some(entry) = be.entry(&lun) else { break };
+        if entry.shut_down {
+            be.luns.retain(|e| !e.lun.same(&lun));
+            break;
+        }
+        if be.sleep(lun.lun(), c"ctlprm", true).is_err() {
+            // Interrupted: lun_shutdown finishes the removal.
+            if let Some(entry) = be.entry(&lun) {
+                entry.waiter = false;
+            }
+            drop(be);
+            return req.set_error(format_args!("interrupted; LUN {id} will be removed when its last I/O completes"));
+        }
+    }
+    drop(be);
+    drop(lun);
+    req.set_ok();
+}
+
+/// `CTL_LUNREQ_MODIFY`: reads the device's capacity again (after a volume
+/// grew or shrank) and tells CTL if it changed.  Options are kept as they
+/// were (ctld sends them all on every reload, ctladm none with `-s`).
+pub(super) fn modify(req: &mut LunReq<'_>) {
+    let id = req.lun_id();
+    let asked = req.modify_size();
+    let result = lookup(id).and_then(|lun| {
+        let name = &lun.lun().name;
+        let mut buf = [0u8; cdb::READ_CAPACITY_16_LEN];
+        let kind = PeripheralType(lun.lun().periph().softc().map_or(0, |s| s.identity.inquiry.device_type.0));
+        let cap = {
+            let lock = lun.lun().periph().lock();
+            read_capacity(&lock, kind, &mut buf).map_err(|m| message(format_args!("{}: {}", name.as_str(), m.as_str())))?
+        };
+        let cap = cap.ok_or_else(|| message(format_args!("{} has no medium", name.as_str())))?;
+        if asked != 0 && asked != cap.bytes() {
+            return Err(message(format_args!(
+                "{}",
+                About(&name.as_str(), identity::PlanError::SizeMismatch { asked, device: cap })
+            )));
+        }
+        let (maxlba, blocksize) = lun.geometry();
+        if cap.block_size != blocksize {
+            return Err(message(format_args!(
+                "{}'s block size changed from {blocksize} to {}; remove and create the LUN again",
+                name.as_str(),
+                cap.block_size
+            )));
+        }
+        if cap.last_lba != maxlba {
+            lun.capacity_changed(cap.last_lba, u16::from(cap.physical_exponent), cap.lowest_aligned);
+        }
+        Ok(cap.bytes())
+    });
+    match result {
+        Ok(size) => req.set_modified(size),
+        Err(m) => req.set_error(format_args!("{}", m.as_str())),
+    }
+}

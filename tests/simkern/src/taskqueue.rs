@@ -1,0 +1,117 @@
+//! taskqueue(9) for the simulated kernel: `taskqueue_thread`, the kernel's
+//! shared queue, served by one thread; `taskqueue_enqueue` (a pending task
+//! is only counted again) and `taskqueue_drain`, which sleeps until the
+//! task is neither queued nor running.
+
+use std::collections::VecDeque;
+use std::ffi::c_int;
+use std::sync::{Condvar, Mutex, OnceLock};
+
+use crate::{kpanic, lock, sys};
+
+/// Tasks waiting and the one running, by address.
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<usize>,
+    running: Option<usize>,
+}
+
+static QUEUE: Mutex<Queue> = Mutex::new(Queue { waiting: VecDeque::new(), running: None });
+static CHANGED: Condvar = Condvar::new();
+static THREAD: OnceLock<()> = OnceLock::new();
+
+/// The address `taskqueue_thread` points to (the queue itself is `QUEUE`).
+static THREAD_QUEUE_TAG: u8 = 0;
+
+/// `taskqueue_thread`: the kernel's shared task queue.
+#[unsafe(no_mangle)]
+pub static mut taskqueue_thread: *mut sys::taskqueue = (&raw const THREAD_QUEUE_TAG).cast_mut().cast();
+
+fn queue() -> std::sync::MutexGuard<'static, Queue> {
+    QUEUE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn check(tq: *mut sys::taskqueue, what: &str) {
+    // SAFETY: reading the address of our own static.
+    if tq != unsafe { taskqueue_thread } {
+        kpanic!("{what}: only taskqueue_thread is simulated");
+    }
+}
+
+/// `taskqueue_enqueue`: queues `task`, or counts one more request if it is
+/// already queued.  Never sleeps.
+///
+/// # Safety
+///
+/// `task` was set up with TASK_INIT and stays valid until drained.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn taskqueue_enqueue(tq: *mut sys::taskqueue, task: *mut sys::task) -> c_int {
+    check(tq, "taskqueue_enqueue");
+    THREAD.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("taskq".into())
+            .spawn(run)
+            .unwrap_or_else(|e| kpanic!("cannot start taskqueue_thread: {e}"));
+    });
+    let mut q = queue();
+    // SAFETY: the caller's contract; ta_pending is protected by the queue lock.
+    unsafe {
+        if (*task).ta_pending > 0 {
+            (*task).ta_pending = (*task).ta_pending.saturating_add(1);
+            return 0;
+        }
+        (*task).ta_pending = 1;
+    }
+    q.waiting.push_back(task as usize);
+    CHANGED.notify_all();
+    0
+}
+
+/// `taskqueue_drain`: sleeps until `task` is neither queued nor running.
+///
+/// # Safety
+///
+/// `task` was set up with TASK_INIT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn taskqueue_drain(tq: *mut sys::taskqueue, task: *mut sys::task) {
+    check(tq, "taskqueue_drain");
+    lock::assert_may_sleep("taskqueue_drain");
+    let t = task as usize;
+    let mut q = queue();
+    while q.waiting.contains(&t) || q.running == Some(t) {
+        q = CHANGED.wait(q).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// The queue's thread: runs each task with the count of requests it
+/// collected, no lock held.
+fn run() {
+    let mut q = queue();
+    loop {
+        let Some(t) = q.waiting.pop_front() else {
+            q = CHANGED.wait(q).unwrap_or_else(|e| e.into_inner());
+            continue;
+        };
+        let task = t as *mut sys::task;
+        // SAFETY: a queued task is valid until drained, and drain waits for
+        // it to finish running.
+        let (func, context, pending) = unsafe {
+            let pending = (*task).ta_pending;
+            (*task).ta_pending = 0;
+            ((*task).ta_func, (*task).ta_context, pending)
+        };
+        q.running = Some(t);
+        drop(q);
+        if let Some(f) = func {
+            // SAFETY: the task's function with its context, as taskqueue(9)
+            // calls it.
+            unsafe { f(context, c_int::from(pending)) };
+        }
+        if !lock::held_names().is_empty() {
+            kpanic!("a task returned with locks held: {:?}", lock::held_names());
+        }
+        q = queue();
+        q.running = None;
+        CHANGED.notify_all();
+    }
+}
