@@ -125,7 +125,12 @@ impl fmt::Display for About<'_, PlanError> {
                 t.name()
             ),
             PlanError::TypeMismatch { asked, device } => {
-                write!(f, "device type {asked} was asked for, but {name} is a {} device ({})", device.name(), device.0)
+                write!(
+                    f,
+                    "device type {asked} was asked for, but {name} is a {} device ({})",
+                    device.name(),
+                    device.0
+                )
             }
             PlanError::SizeMismatch { asked, device } => write!(
                 f,
@@ -135,7 +140,10 @@ impl fmt::Display for About<'_, PlanError> {
                 device.bytes()
             ),
             PlanError::BlockSize { asked, device } => {
-                write!(f, "blocksize {asked} does not match {name}'s {device}-byte blocks (strict=on)")
+                write!(
+                    f,
+                    "blocksize {asked} does not match {name}'s {device}-byte blocks (strict=on)"
+                )
             }
         }
     }
@@ -146,7 +154,10 @@ impl fmt::Display for About<'_, Warning> {
         let name = self.0;
         match self.1 {
             Warning::BlockSize { asked, device } => {
-                write!(f, "blocksize {asked} ignored: {name} has {device}-byte blocks (strict=on refuses this)")
+                write!(
+                    f,
+                    "blocksize {asked} ignored: {name} has {device}-byte blocks (strict=on refuses this)"
+                )
             }
         }
     }
@@ -169,7 +180,11 @@ fn tail_padded(dst: &mut [u8], src: &[u8]) -> bool {
 
 /// log2 of `n` if it is a power of two, else 0.
 fn exponent(n: u32) -> u16 {
-    if n.is_power_of_two() { n.trailing_zeros() as u16 } else { 0 }
+    if n.is_power_of_two() {
+        n.trailing_zeros() as u16
+    } else {
+        0
+    }
 }
 
 /// Plans the LUN for a device, or says why it cannot be exported as asked.
@@ -182,7 +197,10 @@ pub fn plan<'a>(probe: &Probe<'a>, asked: &CreateParams, opts: &LunOptions<'_>) 
     // ctladm always sends a device type (direct by default) and ctld 0
     // unless configured: 0 means "what the device is".
     if let Some(asked) = asked.device_type.filter(|&t| t != 0 && t != lun_type) {
-        return Err(PlanError::TypeMismatch { asked, device: device_type });
+        return Err(PlanError::TypeMismatch {
+            asked,
+            device: device_type,
+        });
     }
     let mut flags = LunFlags::SERIAL_NUM | LunFlags::DEVID;
     if opts.ha_role == HaRole::Primary {
@@ -199,14 +217,23 @@ pub fn plan<'a>(probe: &Probe<'a>, asked: &CreateParams, opts: &LunOptions<'_>) 
         && asked.size_bytes != 0
         && asked.size_bytes != c.bytes()
     {
-        return Err(PlanError::SizeMismatch { asked: asked.size_bytes, device: c });
+        return Err(PlanError::SizeMismatch {
+            asked: asked.size_bytes,
+            device: c,
+        });
     }
     let mut warning = None;
     if asked.blocksize != 0 && asked.blocksize != blocksize {
         if opts.strict {
-            return Err(PlanError::BlockSize { asked: asked.blocksize, device: blocksize });
+            return Err(PlanError::BlockSize {
+                asked: asked.blocksize,
+                device: blocksize,
+            });
         }
-        warning = Some(Warning::BlockSize { asked: asked.blocksize, device: blocksize });
+        warning = Some(Warning::BlockSize {
+            asked: asked.blocksize,
+            device: blocksize,
+        });
     }
     let can_unmap = lun_type == PeripheralType::DIRECT.0
         && probe.capacity.is_some_and(|c| c.lbpme)
@@ -284,27 +311,68 @@ mod tests {
             inquiry: inquiry(0, false),
             serial,
             devid_page: devid,
-            capacity: Some(Capacity { last_lba: 16383, block_size: 512, physical_exponent: 3, lowest_aligned: 0, lbpme: true }),
-            limits: Some(BlockLimits { optimal_transfer: 128, unmap_granularity: 8, unmap_alignment: Some(0), max_unmap_lba: 1 << 20, ..Default::default() }),
-            provisioning: Some(Provisioning { unmap: true, write_same_16: true, write_same_10: false }),
+            capacity: Some(Capacity {
+                last_lba: 16383,
+                block_size: 512,
+                physical_exponent: 3,
+                lowest_aligned: 0,
+                lbpme: true,
+            }),
+            limits: Some(BlockLimits {
+                optimal_transfer: 128,
+                unmap_granularity: 8,
+                unmap_alignment: Some(0),
+                max_unmap_lba: 1 << 20,
+                ..Default::default()
+            }),
+            provisioning: Some(Provisioning {
+                unmap: true,
+                write_same_16: true,
+                write_same_10: false,
+            }),
         }
     }
 
     fn o(strict: bool, readonly: bool) -> LunOptions<'static> {
         let device = crate::backend::DeviceName::Periph { driver: "da", unit: 0 };
-        LunOptions { device, strict, readonly, ha_role: HaRole::Primary }
+        LunOptions {
+            device,
+            strict,
+            readonly,
+            ha_role: HaRole::Primary,
+        }
     }
 
     #[test]
     fn a_secondary_lun_is_not_primary() {
         let d = devid();
-        let secondary = LunOptions { ha_role: HaRole::Secondary, ..o(false, false) };
-        assert!(plan(&disk(b"Z", &d), &asked(), &o(false, false)).unwrap().flags.contains(LunFlags::PRIMARY));
-        assert!(!plan(&disk(b"Z", &d), &asked(), &secondary).unwrap().flags.contains(LunFlags::PRIMARY));
+        let secondary = LunOptions {
+            ha_role: HaRole::Secondary,
+            ..o(false, false)
+        };
+        assert!(
+            plan(&disk(b"Z", &d), &asked(), &o(false, false))
+                .unwrap()
+                .flags
+                .contains(LunFlags::PRIMARY)
+        );
+        assert!(
+            !plan(&disk(b"Z", &d), &asked(), &secondary)
+                .unwrap()
+                .flags
+                .contains(LunFlags::PRIMARY)
+        );
     }
 
     fn asked() -> CreateParams {
-        CreateParams { device_type: Some(0), size_bytes: 0, blocksize: 0, lun_id: None, serial_num: None, device_id: None }
+        CreateParams {
+            device_type: Some(0),
+            size_bytes: 0,
+            blocksize: 0,
+            lun_id: None,
+            serial_num: None,
+            device_id: None,
+        }
     }
 
     #[test]
@@ -312,8 +380,14 @@ mod tests {
         let d = devid();
         let p = plan(&disk(b"Z1Z3ABCD", &d), &asked(), &o(false, false)).unwrap();
         assert_eq!(p.lun_type, 0);
-        assert_eq!(p.flags, LunFlags::SERIAL_NUM | LunFlags::DEVID | LunFlags::PRIMARY | LunFlags::UNMAP);
-        assert_eq!((p.maxlba, p.blocksize, p.pblockexp, p.opttxferlen), (16383, 512, 3, 128));
+        assert_eq!(
+            p.flags,
+            LunFlags::SERIAL_NUM | LunFlags::DEVID | LunFlags::PRIMARY | LunFlags::UNMAP
+        );
+        assert_eq!(
+            (p.maxlba, p.blocksize, p.pblockexp, p.opttxferlen),
+            (16383, 512, 3, 128)
+        );
         assert_eq!((p.ublockexp, p.ublockoff), (3, 0));
         assert_eq!(&p.serial_num, b"Z1Z3ABCD\0\0\0\0\0\0\0\0");
         assert!(!p.serial_truncated);
@@ -329,13 +403,22 @@ mod tests {
         let p = plan(&disk(b"S6PXNM0T123456X78901", &[]), &asked(), &o(false, false)).unwrap();
         assert_eq!(&p.serial_num, b"NM0T123456X78901");
         assert!(p.serial_truncated);
-        assert_eq!(&p.device_id[..20], b"S6PXNM0T123456X78901", "the device id keeps it whole");
+        assert_eq!(
+            &p.device_id[..20],
+            b"S6PXNM0T123456X78901",
+            "the device id keeps it whole"
+        );
         assert_eq!((p.naa, p.eui), (None, None));
     }
 
     #[test]
     fn the_administrator_may_override_serial_and_device_id() {
-        let a = CreateParams { serial_num: Some(*b"MYSERIAL        "), device_id: Some([b'x'; 64]), lun_id: Some(5), ..asked() };
+        let a = CreateParams {
+            serial_num: Some(*b"MYSERIAL        "),
+            device_id: Some([b'x'; 64]),
+            lun_id: Some(5),
+            ..asked()
+        };
         let p = plan(&disk(b"Z1", &[]), &a, &o(false, true)).unwrap();
         assert_eq!(&p.serial_num, b"MYSERIAL        ");
         assert_eq!(p.device_id, [b'x'; 64]);
@@ -344,7 +427,13 @@ mod tests {
 
     #[test]
     fn a_cd_without_medium() {
-        let cd = Probe { inquiry: inquiry(5, true), capacity: None, limits: None, provisioning: None, ..disk(b"R8", &[]) };
+        let cd = Probe {
+            inquiry: inquiry(5, true),
+            capacity: None,
+            limits: None,
+            provisioning: None,
+            ..disk(b"R8", &[])
+        };
         let p = plan(&cd, &asked(), &o(false, false)).unwrap();
         assert_eq!((p.lun_type, p.maxlba, p.blocksize), (5, 0, 2048));
         assert!(p.flags.contains(LunFlags::NO_MEDIA));
@@ -356,41 +445,83 @@ mod tests {
     fn refusals_and_warnings_say_what_and_why() {
         let d = devid();
         let text = |r: Result<Plan, PlanError>| format!("{}", About(&"da0", r.unwrap_err()));
-        let tape = Probe { inquiry: inquiry(1, true), ..disk(b"T", &d) };
+        let tape = Probe {
+            inquiry: inquiry(1, true),
+            ..disk(b"T", &d)
+        };
         assert_eq!(
             text(plan(&tape, &asked(), &o(false, false))),
             "da0 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported"
         );
-        let as_cd = CreateParams { device_type: Some(5), ..asked() };
+        let as_cd = CreateParams {
+            device_type: Some(5),
+            ..asked()
+        };
         assert_eq!(
             text(plan(&disk(b"Z", &d), &as_cd, &o(false, false))),
             "device type 5 was asked for, but da0 is a Direct Access device (0)"
         );
-        let sized = CreateParams { size_bytes: 1 << 20, ..asked() };
+        let sized = CreateParams {
+            size_bytes: 1 << 20,
+            ..asked()
+        };
         assert_eq!(
             text(plan(&disk(b"Z", &d), &sized, &o(false, false))),
             "size 1048576 does not match da0: 16384 blocks of 512 bytes (8388608 bytes)"
         );
-        let exact = CreateParams { size_bytes: 16384 * 512, blocksize: 512, ..asked() };
-        assert_eq!(plan(&disk(b"Z", &d), &exact, &o(true, false)).unwrap().warning, None, "equal values are fine");
-        let bs = CreateParams { blocksize: 4096, ..asked() };
+        let exact = CreateParams {
+            size_bytes: 16384 * 512,
+            blocksize: 512,
+            ..asked()
+        };
+        assert_eq!(
+            plan(&disk(b"Z", &d), &exact, &o(true, false)).unwrap().warning,
+            None,
+            "equal values are fine"
+        );
+        let bs = CreateParams {
+            blocksize: 4096,
+            ..asked()
+        };
         let w = plan(&disk(b"Z", &d), &bs, &o(false, false)).unwrap();
         assert_eq!(w.blocksize, 512, "the device's geometry wins");
         assert_eq!(
             format!("{}", About(&"da0", w.warning.unwrap())),
             "blocksize 4096 ignored: da0 has 512-byte blocks (strict=on refuses this)"
         );
-        assert_eq!(text(plan(&disk(b"Z", &d), &bs, &o(true, false))), "blocksize 4096 does not match da0's 512-byte blocks (strict=on)");
+        assert_eq!(
+            text(plan(&disk(b"Z", &d), &bs, &o(true, false))),
+            "blocksize 4096 does not match da0's 512-byte blocks (strict=on)"
+        );
     }
 
     #[test]
     fn unmap_needs_lbpme_and_lbpu() {
         let mut p = disk(b"Z", &[]);
-        p.provisioning = Some(Provisioning { unmap: false, ..Default::default() });
-        assert!(!plan(&p, &asked(), &o(false, false)).unwrap().flags.contains(LunFlags::UNMAP));
+        p.provisioning = Some(Provisioning {
+            unmap: false,
+            ..Default::default()
+        });
+        assert!(
+            !plan(&p, &asked(), &o(false, false))
+                .unwrap()
+                .flags
+                .contains(LunFlags::UNMAP)
+        );
         p.provisioning = None;
-        assert!(plan(&p, &asked(), &o(false, false)).unwrap().flags.contains(LunFlags::UNMAP), "LBPME alone");
+        assert!(
+            plan(&p, &asked(), &o(false, false))
+                .unwrap()
+                .flags
+                .contains(LunFlags::UNMAP),
+            "LBPME alone"
+        );
         p.capacity = p.capacity.map(|c| Capacity { lbpme: false, ..c });
-        assert!(!plan(&p, &asked(), &o(false, false)).unwrap().flags.contains(LunFlags::UNMAP));
+        assert!(
+            !plan(&p, &asked(), &o(false, false))
+                .unwrap()
+                .flags
+                .contains(LunFlags::UNMAP)
+        );
     }
 }

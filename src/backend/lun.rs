@@ -12,8 +12,8 @@
 use core::ffi::CStr;
 use core::fmt::{self, Write};
 
-use super::identity::{self, About, Plan, Probe};
-use super::options::{self, DeviceName};
+use super::identity::{self, About, Plan, PlanError, Probe};
+use super::options::{self, DeviceName, OptionError};
 use super::{Entry, lock};
 use crate::kern::alloc::{KBox, Wait};
 use crate::kern::cam::{CamAddress, CamStatus, PeriphLock, PeriphRef, ScsiResult};
@@ -22,19 +22,127 @@ use crate::kern::errno::Errno;
 use crate::kern::fmt::FmtBuf;
 use crate::kern::nv::OwnedNvList;
 use crate::periph::{self, Claim, DEVICE_NAME_LEN};
-use crate::scsi::capacity::{self, Capacity};
-use crate::scsi::inquiry::{Ascii, Inquiry, PeripheralType};
-use crate::scsi::sense::{Sense, key};
+use crate::scsi::capacity::{self, Capacity, CapacityError};
 use crate::scsi::cdb;
+use crate::scsi::inquiry::{Ascii, Inquiry, PeripheralType, ShortInquiry};
+use crate::scsi::sense::{Sense, key};
 use crate::scsi::vpd::{self, BlockLimits, DevId, Provisioning};
 
 /// Text for `error_str` (CTL keeps 160 bytes of it, NUL included).
 type Message = FmtBuf<160>;
 
-fn message(args: fmt::Arguments<'_>) -> Message {
+/// A device's name, as administrators know it (`da3`).
+type Name = FmtBuf<DEVICE_NAME_LEN>;
+
+/// Why a LUN request failed, or (for `Warning`) what it did not do as asked;
+/// displayed, it is the `error_str` ctladm and ctld show.
+enum LunError<'a> {
+    /// A missing or bad option.
+    Option(OptionError<'a>),
+    /// No valid SCSI device has that name.
+    NoDevice(DeviceName<'a>),
+    /// The device backs a LUN already (`None`: a create request is still
+    /// making it).
+    Exported { name: Name, lun: Option<u32> },
+    /// The device did not answer a probe.
+    Probe { name: Name, error: ProbeError },
+    /// The device cannot be exported as asked.
+    Plan { name: Name, error: PlanError },
+    /// Memory ran out.
+    NoMemory,
+    /// The LUN's options could not be copied or set.
+    Options(Errno),
+    /// CTL did not take the LUN; the number asked for, if any.
+    Add { error: Errno, asked: Option<u32> },
+    /// No passthrough LUN has this number.
+    NoLun(u32),
+    /// The LUN is being removed.
+    Removing(u32),
+    /// The remove request was interrupted by a signal; `lun_shutdown` will
+    /// finish the removal.
+    Interrupted(u32),
+    /// Modify: the device has no medium.
+    NoMedium(Name),
+    /// Modify: the device's block size changed.
+    BlockSizeChanged { name: Name, from: u32, to: u32 },
+}
+
+impl fmt::Display for LunError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LunError::Option(e) => write!(f, "{e}"),
+            LunError::NoDevice(name @ DeviceName::Periph { .. }) => write!(f, "no SCSI device {name}"),
+            LunError::NoDevice(name) => write!(f, "no SCSI device with {name}"),
+            LunError::Exported { name, lun: Some(id) } => {
+                write!(f, "{} is already exported as LUN {id}", name.as_str())
+            }
+            LunError::Exported { name, lun: None } => {
+                write!(f, "{} is being exported by another request", name.as_str())
+            }
+            LunError::Probe { name, error } => write!(f, "{}: {error}", name.as_str()),
+            LunError::Plan { name, error } => write!(f, "{}", About(&name.as_str(), *error)),
+            LunError::NoMemory => f.write_str("out of memory"),
+            LunError::Options(e) => write!(f, "cannot set the LUN's options: {e}"),
+            LunError::Add {
+                error: Errno::ENOSPC,
+                asked: Some(id),
+            } => {
+                write!(f, "LUN {id} is in use or beyond CTL's limit")
+            }
+            LunError::Add {
+                error: Errno::ENOSPC,
+                asked: None,
+            } => f.write_str("CTL has no free LUN number"),
+            LunError::Add { error, .. } => write!(f, "ctl_add_lun failed: {error}"),
+            LunError::NoLun(id) => write!(f, "no passthrough LUN {id}"),
+            LunError::Removing(id) => write!(f, "LUN {id} is being removed"),
+            LunError::Interrupted(id) => {
+                write!(f, "interrupted; LUN {id} will be removed when its last I/O completes")
+            }
+            LunError::NoMedium(name) => write!(f, "{} has no medium", name.as_str()),
+            LunError::BlockSizeChanged { name, from, to } => write!(
+                f,
+                "{}'s block size changed from {from} to {to}; remove and create the LUN again",
+                name.as_str()
+            ),
+        }
+    }
+}
+
+/// A probe command that failed, or answered what cannot be used.
+#[derive(Clone, Copy, Debug)]
+enum ProbeError {
+    /// INQUIRY failed.
+    Inquiry(Failure),
+    /// The INQUIRY data is too short.
+    InquiryData(ShortInquiry),
+    /// READ CAPACITY(16) or (10) failed.
+    Capacity { cdb_len: u8, failure: Failure },
+    /// The READ CAPACITY data cannot be used.
+    CapacityData(CapacityError),
+    /// More than 2^32 blocks, and no READ CAPACITY(16) to say how many.
+    TooLarge,
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeError::Inquiry(failure) => write!(f, "INQUIRY failed: {failure}"),
+            ProbeError::InquiryData(e) => write!(f, "{e}"),
+            ProbeError::Capacity { cdb_len, failure } => write!(f, "READ CAPACITY({cdb_len}) failed: {failure}"),
+            ProbeError::CapacityData(e) => write!(f, "{e}"),
+            ProbeError::TooLarge => {
+                f.write_str("the device is too large for READ CAPACITY(10) and has no READ CAPACITY(16)")
+            }
+        }
+    }
+}
+
+/// The `error_str` text of `e`.
+fn message(e: &dyn fmt::Display) -> Message {
     let mut m = Message::new();
     // Writing to a FmtBuf never fails; it truncates.
-    let _ = m.write_fmt(args);
+    let _ = write!(m, "{e}");
     m
 }
 
@@ -117,13 +225,21 @@ fn run(lock: &PeriphLock<'_>, cdb: &[u8], buf: &mut [u8], timeout: u32) -> Resul
         if r.is_ok() {
             return Ok(buf.len().saturating_sub(r.resid as usize));
         }
-        let failure = Failure { status: r.status, scsi_status: r.scsi_status, sense: Sense::parse(r.sense()) };
+        let failure = Failure {
+            status: r.status,
+            scsi_status: r.scsi_status,
+            sense: Sense::parse(r.sense()),
+        };
         if failure.sense.is_none_or(|s| s.key != key::UNIT_ATTENTION) {
             return Err(failure);
         }
         last = Some(failure);
     }
-    Err(last.unwrap_or(Failure { status: CamStatus::REQ_CMP_ERR, scsi_status: 0, sense: None }))
+    Err(last.unwrap_or(Failure {
+        status: CamStatus::REQ_CMP_ERR,
+        scsi_status: 0,
+        sense: None,
+    }))
 }
 
 /// Buffers for the identity probes, allocated before the periph lock is
@@ -139,7 +255,7 @@ struct Buffers {
 }
 
 impl Buffers {
-    fn new() -> Result<KBox<Buffers>, Message> {
+    fn new() -> Result<KBox<Buffers>, LunError<'static>> {
         KBox::new(
             Buffers {
                 inquiry: [0; 96],
@@ -152,7 +268,7 @@ impl Buffers {
             },
             Wait::WaitOk,
         )
-        .map_err(|_| message(format_args!("out of memory")))
+        .map_err(|_| LunError::NoMemory)
     }
 }
 
@@ -167,53 +283,65 @@ fn read_vpd<'b>(lock: &PeriphLock<'_>, page: u8, buf: &'b mut [u8]) -> &'b [u8] 
 
 /// Reads a VPD page if the device lists it.
 fn vpd_page<'b>(lock: &PeriphLock<'_>, supported: &[u8], page: u8, buf: &'b mut [u8]) -> &'b [u8] {
-    if vpd::supports(supported, page) { read_vpd(lock, page, buf) } else { &[] }
+    if vpd::supports(supported, page) {
+        read_vpd(lock, page, buf)
+    } else {
+        &[]
+    }
 }
 
 /// Reads the geometry: READ CAPACITY(16) for a disk (READ CAPACITY(10) if
 /// the device does not know it), READ CAPACITY(10) for a CD.  `Ok(None)`
 /// when there is no medium.
-fn read_capacity(lock: &PeriphLock<'_>, kind: PeripheralType, buf: &mut [u8]) -> Result<Option<Capacity>, Message> {
-    let failed = |what: &str, f: Failure| Err(message(format_args!("READ CAPACITY{what} failed: {f}")));
+fn read_capacity(lock: &PeriphLock<'_>, kind: PeripheralType, buf: &mut [u8]) -> Result<Option<Capacity>, ProbeError> {
     if kind == PeripheralType::DIRECT {
         match run(lock, &cdb::read_capacity_16(), buf, CAPACITY_TIMEOUT) {
             Ok(n) => {
                 return capacity::parse_16(buf.get(..n).unwrap_or(&[]))
                     .map(Some)
-                    .map_err(|e| message(format_args!("{e}")));
+                    .map_err(ProbeError::CapacityData);
             }
             Err(f) if f.sense.is_some_and(|s| s.is_illegal_request()) => {}
-            Err(f) => return failed("(16)", f),
+            Err(failure) => return Err(ProbeError::Capacity { cdb_len: 16, failure }),
         }
     }
     let buf10 = buf.get_mut(..cdb::READ_CAPACITY_10_LEN).unwrap_or(&mut []);
     match run(lock, &cdb::read_capacity_10(), buf10, CAPACITY_TIMEOUT) {
         Ok(n) => {
-            let c = capacity::parse_10(buf10.get(..n).unwrap_or(&[])).map_err(|e| message(format_args!("{e}")))?;
+            let c = capacity::parse_10(buf10.get(..n).unwrap_or(&[])).map_err(ProbeError::CapacityData)?;
             if c.last_lba == u64::from(u32::MAX) {
-                return Err(message(format_args!("the device is too large for READ CAPACITY(10) and has no READ CAPACITY(16)")));
+                return Err(ProbeError::TooLarge);
             }
             Ok(Some(c))
         }
         Err(f) if f.sense.is_some_and(|s| s.is_medium_not_present()) && kind == PeripheralType::CDROM => Ok(None),
-        Err(f) => failed("(10)", f),
+        Err(failure) => Err(ProbeError::Capacity { cdb_len: 10, failure }),
     }
 }
 
 /// Reads the device's identity and geometry.
-fn probe<'b>(periph: &PeriphRef, bufs: &'b mut Buffers) -> Result<Probe<'b>, Message> {
+fn probe<'b>(periph: &PeriphRef, bufs: &'b mut Buffers) -> Result<Probe<'b>, ProbeError> {
     let lock = periph.lock();
-    let n = run(&lock, &cdb::inquiry(None, bufs.inquiry.len() as u16), &mut bufs.inquiry, INQUIRY_TIMEOUT)
-        .map_err(|f| message(format_args!("INQUIRY failed: {f}")))?;
-    let inquiry =
-        Inquiry::parse(bufs.inquiry.get(..n).unwrap_or(&[])).map_err(|e| message(format_args!("{e}")))?;
+    let n = run(
+        &lock,
+        &cdb::inquiry(None, bufs.inquiry.len() as u16),
+        &mut bufs.inquiry,
+        INQUIRY_TIMEOUT,
+    )
+    .map_err(ProbeError::Inquiry)?;
+    let inquiry = Inquiry::parse(bufs.inquiry.get(..n).unwrap_or(&[])).map_err(ProbeError::InquiryData)?;
     let supported = read_vpd(&lock, vpd::SUPPORTED_PAGES, &mut bufs.pages);
     let serial = vpd::unit_serial_number(vpd_page(&lock, supported, vpd::UNIT_SERIAL_NUMBER, &mut bufs.serial));
     let devid_page = vpd_page(&lock, supported, vpd::DEVICE_IDENTIFICATION, &mut bufs.devid);
     let (limits, provisioning) = if inquiry.device_type == PeripheralType::DIRECT {
         (
             BlockLimits::parse(vpd_page(&lock, supported, vpd::BLOCK_LIMITS, &mut bufs.limits)),
-            Provisioning::parse(vpd_page(&lock, supported, vpd::LOGICAL_BLOCK_PROVISIONING, &mut bufs.provisioning)),
+            Provisioning::parse(vpd_page(
+                &lock,
+                supported,
+                vpd::LOGICAL_BLOCK_PROVISIONING,
+                &mut bufs.provisioning,
+            )),
         )
     } else {
         (None, None)
@@ -222,14 +350,13 @@ fn probe<'b>(periph: &PeriphRef, bufs: &'b mut Buffers) -> Result<Probe<'b>, Mes
         t @ (PeripheralType::DIRECT | PeripheralType::CDROM) => read_capacity(&lock, t, &mut bufs.capacity)?,
         _ => None,
     };
-    Ok(Probe { inquiry, serial, devid_page, capacity, limits, provisioning })
-}
-
-/// Finds the device an administrator named.
-fn find(name: &DeviceName<'_>) -> Result<PeriphRef, Message> {
-    periph::find(name).ok_or_else(|| match name {
-        DeviceName::Periph { .. } => message(format_args!("no SCSI device {name}")),
-        _ => message(format_args!("no SCSI device with {name}")),
+    Ok(Probe {
+        inquiry,
+        serial,
+        devid_page,
+        capacity,
+        limits,
+        provisioning,
     })
 }
 
@@ -277,63 +404,49 @@ fn identity_options(options: &mut OwnedNvList, plan: &Plan<'_>, inquiry: &Inquir
     Ok(())
 }
 
-/// What a create request produced.
-enum Created {
-    Lun { lun: LunRef, lun_type: u8, warning: Option<Message> },
-    Failed(Message),
+/// A LUN a create request made, and what it did not do as asked.
+struct Created {
+    lun: LunRef,
+    lun_type: u8,
+    warning: Option<Message>,
 }
 
 /// `CTL_LUNREQ_CREATE`.
 pub(super) fn create(req: &mut LunReq<'_>) {
-    match create_lun(req) {
-        Created::Lun { lun, lun_type, warning } => {
+    match create_lun(req).map_err(|e| message(&e)) {
+        Ok(Created { lun, lun_type, warning }) => {
             req.set_created(&lun, lun_type);
             if let Some(w) = warning {
                 req.set_warning(format_args!("{}", w.as_str()));
             }
         }
-        Created::Failed(m) => req.set_error(format_args!("{}", m.as_str())),
+        Err(m) => req.set_error(format_args!("{}", m.as_str())),
     }
 }
 
-fn create_lun(req: &LunReq<'_>) -> Created {
+fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let asked = req.create_params();
-    // The device, the options, and the claim on the device.
-    let found = (|| {
-        let args = req.args().ok_or_else(|| message(format_args!("{}", options::OptionError::MissingDevice)))?;
-        let opts = options::parse(args.iter().map(|p| (p.name.to_bytes(), p.value.map(CStr::to_bytes))))
-            .map_err(|e| message(format_args!("{e}")))?;
-        let periph = find(&opts.device)?;
-        let options = OwnedNvList::clone_of(&args).map_err(|e| message(format_args!("cannot copy the options: {e}")))?;
-        Ok::<_, Message>((periph, options, opts))
-    })();
-    let (periph, mut options, opts) = match found {
-        Ok(f) => f,
-        Err(m) => return Created::Failed(m),
-    };
+    let args = req.args().ok_or(LunError::Option(OptionError::MissingDevice))?;
+    let opts = options::parse(args.iter().map(|p| (p.name.to_bytes(), p.value.map(CStr::to_bytes))))
+        .map_err(LunError::Option)?;
+    // The periph reference is taken before any lock is dropped.
+    let periph = periph::find(&opts.device).ok_or(LunError::NoDevice(opts.device))?;
+    let mut options = OwnedNvList::clone_of(&args).map_err(LunError::Options)?;
     let name = periph::device_name(&periph);
-    let claim = match Claim::new(periph) {
-        Ok(c) => c,
-        Err(Some(id)) => return Created::Failed(message(format_args!("{} is already exported as LUN {id}", name.as_str()))),
-        Err(None) => return Created::Failed(message(format_args!("{} is being exported by another request", name.as_str()))),
-    };
-    let mut bufs = match Buffers::new() {
-        Ok(b) => b,
-        Err(m) => return Created::Failed(m),
-    };
-    let probed = match probe(claim.periph(), &mut bufs) {
-        Ok(p) => p,
-        Err(m) => return Created::Failed(message(format_args!("{}: {}", name.as_str(), m.as_str()))),
-    };
-    let plan = match identity::plan(&probed, &asked, &opts) {
-        Ok(p) => p,
-        Err(e) => return Created::Failed(message(format_args!("{}", About(&name.as_str(), e)))),
-    };
-    if let Err(e) = identity_options(&mut options, &plan, &probed.inquiry) {
-        return Created::Failed(message(format_args!("cannot set the LUN's options: {e}")));
-    }
+    let claim = Claim::new(periph).map_err(|lun| LunError::Exported { name, lun })?;
+    let mut bufs = Buffers::new()?;
+    let probed = probe(claim.periph(), &mut bufs).map_err(|error| LunError::Probe { name, error })?;
+    let plan = identity::plan(&probed, &asked, &opts).map_err(|error| LunError::Plan { name, error })?;
+    identity_options(&mut options, &plan, &probed.inquiry).map_err(LunError::Options)?;
     let identity = claim.periph().softc().map(|s| (s.identity.address, s.identity.max_io));
-    let (address, max_io) = identity.unwrap_or((CamAddress { path_id: 0, target_id: 0, lun_id: 0 }, 0));
+    let (address, max_io) = identity.unwrap_or((
+        CamAddress {
+            path_id: 0,
+            target_id: 0,
+            lun_id: 0,
+        },
+        0,
+    ));
     let mut sim = FmtBuf::new();
     if let Some(s) = claim.periph().softc() {
         let _ = write!(sim, "{}{}", Ascii(s.identity.sim_name()), s.identity.sim_unit);
@@ -348,7 +461,7 @@ fn create_lun(req: &LunReq<'_>) -> Created {
         s
     });
     let lun_type = plan.lun_type;
-    let warning = plan.warning.map(|w| message(format_args!("{}", About(&name.as_str(), w))));
+    let warning = plan.warning.map(|w| message(&About(&name.as_str(), w)));
     let config = LunConfig {
         lun_type,
         flags: plan.flags,
@@ -365,63 +478,56 @@ fn create_lun(req: &LunReq<'_>) -> Created {
         options,
     };
     drop(bufs);
-    let lun = Lun { claim, name, address, sim, devid, max_io, long_serial };
-    let lun = match LunRef::new(config, lun) {
-        Ok(l) => l,
-        Err(_) => return Created::Failed(message(format_args!("out of memory"))),
+    let lun = Lun {
+        claim,
+        name,
+        address,
+        sim,
+        devid,
+        max_io,
+        long_serial,
     };
-    {
-        let mut be = lock();
-        if be.luns.try_reserve(1).is_err() {
-            return Created::Failed(message(format_args!("out of memory")));
-        }
-        be.luns.push(Entry { lun: lun.clone(), waiter: false, removing: false, shut_down: false });
-    }
-    match lun.add() {
-        Ok(id) => {
-            lun.lun().claim.set_lun(id);
-            Created::Lun { lun, lun_type, warning }
-        }
-        Err(e) => {
-            let mut be = lock();
-            be.luns.retain(|entry| !entry.lun.same(&lun));
-            drop(be);
-            Created::Failed(match (e, asked.lun_id) {
-                (Errno::ENOSPC, Some(id)) => message(format_args!("LUN {id} is in use or beyond CTL's limit")),
-                (Errno::ENOSPC, None) => message(format_args!("CTL has no free LUN number")),
-                (e, _) => message(format_args!("ctl_add_lun failed: {e}")),
-            })
-        }
-    }
+    let lun = LunRef::new(config, lun).map_err(|_| LunError::NoMemory)?;
+    // The backend's record of the LUN, listed once CTL has it (a remove
+    // request cannot find a LUN CTL does not know).
+    let entry = KBox::new(Entry::new(lun.clone()), Wait::WaitOk).map_err(|_| LunError::NoMemory)?;
+    let id = lun.add().map_err(|error| LunError::Add {
+        error,
+        asked: asked.lun_id,
+    })?;
+    lun.lun().claim.set_lun(id);
+    lock().luns.push_back(entry);
+    Ok(Created { lun, lun_type, warning })
 }
 
-/// The LUN a remove or modify request names, unless it is being removed.
-fn lookup(id: u32) -> Result<LunRef, Message> {
-    let be = lock();
-    match be.luns.iter().find(|e| e.lun.id() == id) {
-        Some(e) if e.removing => Err(message(format_args!("LUN {id} is being removed"))),
-        Some(e) => Ok(e.lun.clone()),
-        None => Err(message(format_args!("no passthrough LUN {id}"))),
+/// The LUN a remove or modify request names, unless it is being removed;
+/// for a remove, it is marked as being removed, with the request waiting.
+fn lookup(id: u32, for_removal: bool) -> Result<LunRef, LunError<'static>> {
+    let mut be = lock();
+    match be.luns.find_mut(|e| e.lun.id() == id) {
+        Some(e) if e.removing => Err(LunError::Removing(id)),
+        Some(e) => {
+            e.removing = for_removal;
+            e.waiter = for_removal;
+            Ok(e.lun.clone())
+        }
+        None => Err(LunError::NoLun(id)),
     }
 }
 
 /// `CTL_LUNREQ_RM`: returns once CTL has shut the LUN down.
 pub(super) fn remove(req: &mut LunReq<'_>) {
     let id = req.lun_id();
-    let lun = match lookup(id) {
+    let lun = match lookup(id, true) {
         Ok(l) => l,
-        Err(m) => return req.set_error(format_args!("{}", m.as_str())),
+        Err(e) => return req.set_error(format_args!("{e}")),
     };
-    if let Some(e) = lock().entry(&lun) {
-        e.removing = true;
-        e.waiter = true;
-    }
     lun.remove();
     let mut be = lock();
-    loop {
-        let Some(entry) = be.entry(&lun) else { break };
+    let mut removed = None;
+    while let Some(entry) = be.entry(&lun) {
         if entry.shut_down {
-            be.luns.retain(|e| !e.lun.same(&lun));
+            removed = be.luns.remove_first(|e| e.lun.same(&lun));
             break;
         }
         if be.sleep(lun.lun(), c"ctlprm", true).is_err() {
@@ -430,11 +536,11 @@ pub(super) fn remove(req: &mut LunReq<'_>) {
                 entry.waiter = false;
             }
             drop(be);
-            return req.set_error(format_args!("interrupted; LUN {id} will be removed when its last I/O completes"));
+            return req.set_error(format_args!("{}", LunError::Interrupted(id)));
         }
     }
     drop(be);
-    drop(lun);
+    drop((removed, lun));
     req.set_ok();
 }
 
@@ -442,38 +548,42 @@ pub(super) fn remove(req: &mut LunReq<'_>) {
 /// grew or shrank) and tells CTL if it changed.  Options are kept as they
 /// were (ctld sends them all on every reload, ctladm none with `-s`).
 pub(super) fn modify(req: &mut LunReq<'_>) {
-    let id = req.lun_id();
-    let asked = req.modify_size();
-    let result = lookup(id).and_then(|lun| {
-        let name = &lun.lun().name;
-        let mut buf = [0u8; cdb::READ_CAPACITY_16_LEN];
-        let kind = PeripheralType(lun.lun().periph().softc().map_or(0, |s| s.identity.inquiry.device_type.0));
-        let cap = {
-            let lock = lun.lun().periph().lock();
-            read_capacity(&lock, kind, &mut buf).map_err(|m| message(format_args!("{}: {}", name.as_str(), m.as_str())))?
-        };
-        let cap = cap.ok_or_else(|| message(format_args!("{} has no medium", name.as_str())))?;
-        if asked != 0 && asked != cap.bytes() {
-            return Err(message(format_args!(
-                "{}",
-                About(&name.as_str(), identity::PlanError::SizeMismatch { asked, device: cap })
-            )));
-        }
-        let (maxlba, blocksize) = lun.geometry();
-        if cap.block_size != blocksize {
-            return Err(message(format_args!(
-                "{}'s block size changed from {blocksize} to {}; remove and create the LUN again",
-                name.as_str(),
-                cap.block_size
-            )));
-        }
-        if cap.last_lba != maxlba {
-            lun.capacity_changed(cap.last_lba, u16::from(cap.physical_exponent), cap.lowest_aligned);
-        }
-        Ok(cap.bytes())
-    });
-    match result {
+    match modify_lun(req.lun_id(), req.modify_size()) {
         Ok(size) => req.set_modified(size),
-        Err(m) => req.set_error(format_args!("{}", m.as_str())),
+        Err(e) => req.set_error(format_args!("{e}")),
     }
+}
+
+/// Re-reads the capacity of LUN `id`'s device; its size in bytes.
+fn modify_lun(id: u32, asked: u64) -> Result<u64, LunError<'static>> {
+    let lun = lookup(id, false)?;
+    let name = lun.lun().name;
+    let kind = PeripheralType(
+        lun.lun()
+            .periph()
+            .softc()
+            .map_or(0, |s| s.identity.inquiry.device_type.0),
+    );
+    let mut buf = [0u8; cdb::READ_CAPACITY_16_LEN];
+    let cap =
+        read_capacity(&lun.lun().periph().lock(), kind, &mut buf).map_err(|error| LunError::Probe { name, error })?;
+    let cap = cap.ok_or(LunError::NoMedium(name))?;
+    if asked != 0 && asked != cap.bytes() {
+        return Err(LunError::Plan {
+            name,
+            error: PlanError::SizeMismatch { asked, device: cap },
+        });
+    }
+    let (maxlba, blocksize) = lun.geometry();
+    if cap.block_size != blocksize {
+        return Err(LunError::BlockSizeChanged {
+            name,
+            from: blocksize,
+            to: cap.block_size,
+        });
+    }
+    if cap.last_lba != maxlba {
+        lun.capacity_changed(cap.last_lba, u16::from(cap.physical_exponent), cap.lowest_aligned);
+    }
+    Ok(cap.bytes())
 }

@@ -8,15 +8,16 @@ mod lun;
 mod options;
 mod reply;
 
-use alloc::vec::Vec;
-
 pub use lun::Lun;
 pub use options::DeviceName;
 
 use crate::kern::alloc::KBox;
 use crate::kern::cam::ScsiCommand;
-use crate::kern::ctl::{Completion, CtlIo, LunRef, LunReq, LunReqType, MediaEvent, Reply, SENSE_KEY_HARDWARE_ERROR, Sbuf};
+use crate::kern::ctl::{
+    Completion, CtlIo, LunRef, LunReq, LunReqType, MediaEvent, Reply, SENSE_KEY_HARDWARE_ERROR, Sbuf,
+};
 use crate::kern::errno::Errno;
+use crate::kern::queue::{Link, Linked, Stailq};
 use crate::kern::sync::{Mutex, MutexGuard};
 use crate::periph::{self, io::Request};
 use crate::scsi::cdb::{self, Cdb, StartStop};
@@ -30,6 +31,26 @@ struct Entry {
     removing: bool,
     /// CTL called `lun_shutdown`.
     shut_down: bool,
+    link: Link<Entry>,
+}
+
+impl Entry {
+    fn new(lun: LunRef) -> Entry {
+        Entry {
+            lun,
+            waiter: false,
+            removing: false,
+            shut_down: false,
+            link: Link::new(),
+        }
+    }
+}
+
+// SAFETY: `link` returns the `link` field.
+unsafe impl Linked for Entry {
+    fn link(&self) -> &Link<Entry> {
+        &self.link
+    }
 }
 
 /// The backend's state, shared by every entry point.
@@ -39,20 +60,27 @@ struct Backend {
     /// Set once unload has begun: new LUN requests are refused.
     closing: bool,
     /// LUNs created and not yet removed.
-    luns: Vec<Entry>,
+    luns: Stailq<Entry>,
     /// LUN requests being processed (they may sleep, so unload waits).
     requests: u32,
 }
 
 impl Backend {
-    const UNLOADED: Backend = Backend { registered: false, closing: false, luns: Vec::new(), requests: 0 };
+    const fn unloaded() -> Backend {
+        Backend {
+            registered: false,
+            closing: false,
+            luns: Stailq::new(),
+            requests: 0,
+        }
+    }
 
     fn entry(&mut self, lun: &LunRef) -> Option<&mut Entry> {
-        self.luns.iter_mut().find(|e| e.lun.same(lun))
+        self.luns.find_mut(|e| e.lun.same(lun))
     }
 }
 
-static BACKEND: Mutex<Backend> = Mutex::new(Backend::UNLOADED);
+static BACKEND: Mutex<Backend> = Mutex::new(Backend::unloaded());
 
 fn lock() -> MutexGuard<'static, Backend> {
     BACKEND.lock()
@@ -63,7 +91,7 @@ pub fn sysinit() {
     // SAFETY: runs once per module load, before anything locks BACKEND; the
     // previous load (if any) destroyed it in `sysuninit`.
     unsafe { BACKEND.init(c"ctlpass backend") };
-    *lock() = Backend::UNLOADED;
+    *lock() = Backend::unloaded();
 }
 
 /// Module unload, after every entry point has returned for the last time.
@@ -75,7 +103,10 @@ pub fn sysuninit() {
 
 /// The backend is being registered with CTL: LUN requests may arrive.
 pub fn init() -> Result<(), Errno> {
-    *lock() = Backend { registered: true, ..Backend::UNLOADED };
+    *lock() = Backend {
+        registered: true,
+        ..Backend::unloaded()
+    };
     Ok(())
 }
 
@@ -140,8 +171,7 @@ pub fn lun_shutdown(lun: LunRef) {
             if entry.waiter {
                 crate::kern::sync::wakeup(lun.lun());
             } else {
-                let i = be.luns.iter().position(|e| e.lun.same(&lun));
-                released = i.map(|i| be.luns.swap_remove(i));
+                released = be.luns.remove_first(|e| e.lun.same(&lun));
             }
         }
         released
@@ -182,12 +212,20 @@ fn forwarded(completion: Completion, cdb: &[u8]) -> Option<u32> {
 /// device; the data path comes with the next stage, and until then its
 /// commands fail at once (INTERNAL TARGET FAILURE) rather than hang.
 pub fn submit(io: CtlIo) {
-    let internal = Reply::Sense { key: SENSE_KEY_HARDWARE_ERROR, asc: 0x44, ascq: 0x00 };
+    let internal = Reply::Sense {
+        key: SENSE_KEY_HARDWARE_ERROR,
+        asc: 0x44,
+        ascq: 0x00,
+    };
     let (Some(lun), Some(timeout_ms), Some(cdb)) = (io.lun(), forwarded(io.completion(), io.cdb()), Cdb::new(io.cdb()))
     else {
         return io.complete(internal);
     };
-    let command = ScsiCommand { cdb, task_attribute: io.task_attribute(), timeout_ms };
+    let command = ScsiCommand {
+        cdb,
+        task_attribute: io.task_attribute(),
+        timeout_ms,
+    };
     match Request::new(io, command) {
         Ok(req) => periph::io::submit(lun.lun().periph(), req),
         Err(io) => io.complete(Reply::Busy),
@@ -198,12 +236,14 @@ pub fn submit(io: CtlIo) {
 /// successful START STOP UNIT changes CTL's view of the medium as it
 /// changed the device's, then the I/O completes with the device's status.
 pub fn complete(req: KBox<Request>) {
-    let Request { io, command, result, .. } = KBox::into_inner(req);
-    if result.is_ok() {
-        if let (Some(ss), Some(lun)) = (StartStop::parse(command.cdb.as_bytes()), io.lun()) {
-            for event in media_events(ss).into_iter().flatten() {
-                lun.media_event(event);
-            }
+    let Request {
+        io, command, result, ..
+    } = KBox::into_inner(req);
+    if result.is_ok()
+        && let (Some(ss), Some(lun)) = (StartStop::parse(command.cdb.as_bytes()), io.lun())
+    {
+        for event in media_events(ss).into_iter().flatten() {
+            lun.media_event(event);
         }
     }
     io.complete(reply::of(&result));
@@ -213,9 +253,19 @@ pub fn complete(req: KBox<Request>) {
 /// CTL's ramdisk backend does it); nothing for a power condition change.
 fn media_events(ss: StartStop) -> [Option<MediaEvent>; 2] {
     match ss {
-        StartStop { power_condition: 1.., .. } => [None, None],
-        StartStop { start: true, load_eject, .. } => [load_eject.then_some(MediaEvent::Loaded), Some(MediaEvent::Started)],
-        StartStop { start: false, load_eject, .. } => [Some(MediaEvent::Stopped), load_eject.then_some(MediaEvent::Ejected)],
+        StartStop {
+            power_condition: 1.., ..
+        } => [None, None],
+        StartStop {
+            start: true,
+            load_eject,
+            ..
+        } => [load_eject.then_some(MediaEvent::Loaded), Some(MediaEvent::Started)],
+        StartStop {
+            start: false,
+            load_eject,
+            ..
+        } => [Some(MediaEvent::Stopped), load_eject.then_some(MediaEvent::Ejected)],
     }
 }
 

@@ -37,31 +37,48 @@ impl<'a> DeviceName<'a> {
     pub fn parse(text: &'a str) -> Result<DeviceName<'a>, OptionError<'a>> {
         let bad = |why| OptionError::BadDeviceName { text, why };
         if let Some(addr) = text.strip_prefix("cam=") {
-            let mut parts = addr.split(':');
-            let (Some(p), Some(t), Some(l), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            let parts = split_at_byte(addr, b':').and_then(|(p, rest)| Some((p, split_at_byte(rest, b':')?)));
+            let Some((p, (t, l))) = parts.filter(|(_, (_, l))| !l.as_bytes().contains(&b':')) else {
                 return Err(bad("expected cam=bus:target:lun"));
             };
             let (Ok(path_id), Ok(target_id), Ok(lun_id)) = (p.parse(), t.parse(), l.parse()) else {
                 return Err(bad("bus, target and lun must be numbers"));
             };
-            return Ok(DeviceName::Address { path_id, target_id, lun_id });
+            return Ok(DeviceName::Address {
+                path_id,
+                target_id,
+                lun_id,
+            });
         }
         if let Some(id) = text.strip_prefix("devid=") {
-            let (scheme, hex) = id.split_once('.').ok_or(bad("expected devid=naa.<hex> or devid=eui.<hex>"))?;
+            let (scheme, hex) = split_at_byte(id, b'.').ok_or(bad("expected devid=naa.<hex> or devid=eui.<hex>"))?;
             let scheme_ok = scheme.eq_ignore_ascii_case("naa") || scheme.eq_ignore_ascii_case("eui");
             if !scheme_ok || ![16, 24, 32].contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad("expected devid=naa.<hex> or devid=eui.<hex> with 16, 24 or 32 hex digits"));
+                return Err(bad(
+                    "expected devid=naa.<hex> or devid=eui.<hex> with 16, 24 or 32 hex digits",
+                ));
             }
             return Ok(DeviceName::DevId(id));
         }
         if let Some(serial) = text.strip_prefix("serial=") {
-            return if serial.is_empty() { Err(bad("the serial number is empty")) } else { Ok(DeviceName::Serial(serial)) };
+            return if serial.is_empty() {
+                Err(bad("the serial number is empty"))
+            } else {
+                Ok(DeviceName::Serial(serial))
+            };
         }
         let name = text.strip_prefix("/dev/").unwrap_or(text);
-        let split = name.find(|c: char| c.is_ascii_digit()).ok_or(bad("no unit number"))?;
-        let (driver, unit) = name.split_at(split);
+        let split = name
+            .bytes()
+            .position(|b| b.is_ascii_digit())
+            .ok_or(bad("no unit number"))?;
+        let (Some(driver), Some(unit)) = (name.get(..split), name.get(split..)) else {
+            return Err(bad("no unit number"));
+        };
         if driver.is_empty() || !driver.bytes().all(|b| b.is_ascii_lowercase()) {
-            return Err(bad("expected a device like da3, cam=0:1:0, devid=naa.<hex> or serial=<serial>"));
+            return Err(bad(
+                "expected a device like da3, cam=0:1:0, devid=naa.<hex> or serial=<serial>",
+            ));
         }
         let unit = unit.parse().map_err(|_| bad("the unit is not a number"))?;
         // sa(4)'s no-rewind and eject-on-close nodes name the same drive.
@@ -77,11 +94,22 @@ impl fmt::Display for DeviceName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeviceName::Periph { driver, unit } => write!(f, "{driver}{unit}"),
-            DeviceName::Address { path_id, target_id, lun_id } => write!(f, "cam={path_id}:{target_id}:{lun_id}"),
+            DeviceName::Address {
+                path_id,
+                target_id,
+                lun_id,
+            } => write!(f, "cam={path_id}:{target_id}:{lun_id}"),
             DeviceName::DevId(id) => write!(f, "devid={id}"),
             DeviceName::Serial(s) => write!(f, "serial={s}"),
         }
     }
+}
+
+/// `text` split around the first `sep` (an ASCII byte), without the
+/// panicking paths of `str::split`.
+fn split_at_byte(text: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = text.bytes().position(|b| b == sep)?;
+    Some((text.get(..i)?, text.get(i + 1..)?))
 }
 
 /// The options of a passthrough LUN that this backend reads.
@@ -170,7 +198,11 @@ fn on_off<'a>(name: &'a str, value: &'a str) -> Result<bool, OptionError<'a>> {
     match value {
         "on" => Ok(true),
         "off" => Ok(false),
-        _ => Err(OptionError::BadValue { name, value, expected: "\"on\" or \"off\"" }),
+        _ => Err(OptionError::BadValue {
+            name,
+            value,
+            expected: "\"on\" or \"off\"",
+        }),
     }
 }
 
@@ -178,7 +210,11 @@ fn ha_role(value: &str) -> Result<HaRole, OptionError<'_>> {
     match value {
         "primary" => Ok(HaRole::Primary),
         "secondary" => Ok(HaRole::Secondary),
-        _ => Err(OptionError::BadValue { name: "ha_role", value, expected: "\"primary\" or \"secondary\"" }),
+        _ => Err(OptionError::BadValue {
+            name: "ha_role",
+            value,
+            expected: "\"primary\" or \"secondary\"",
+        }),
     }
 }
 
@@ -186,7 +222,10 @@ fn ha_role(value: &str) -> Result<HaRole, OptionError<'_>> {
 pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOptions<'a>, OptionError<'a>> {
     let (mut device, mut file, mut strict, mut readonly, mut role) = (None, None, false, false, HaRole::Primary);
     for (name, value) in options {
-        let text = |v: Option<&'a [u8]>| v.and_then(|v| core::str::from_utf8(v).ok()).ok_or(OptionError::NotText(name));
+        let text = |v: Option<&'a [u8]>| {
+            v.and_then(|v| core::str::from_utf8(v).ok())
+                .ok_or(OptionError::NotText(name))
+        };
         match name {
             b"device" => device = Some(text(value)?),
             b"file" => file = Some(text(value)?),
@@ -203,7 +242,12 @@ pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOpti
         (Some(d), _) | (None, Some(d)) => DeviceName::parse(d)?,
         (None, None) => return Err(OptionError::MissingDevice),
     };
-    Ok(LunOptions { device, strict, readonly, ha_role: role })
+    Ok(LunOptions {
+        device,
+        strict,
+        readonly,
+        ha_role: role,
+    })
 }
 
 #[cfg(test)]
@@ -221,12 +265,31 @@ mod tests {
         assert_eq!(p("da3"), DeviceName::Periph { driver: "da", unit: 3 });
         assert_eq!(p("/dev/da3"), DeviceName::Periph { driver: "da", unit: 3 });
         assert_eq!(p("cd0"), DeviceName::Periph { driver: "cd", unit: 0 });
-        assert_eq!(p("pass14"), DeviceName::Periph { driver: "pass", unit: 14 });
+        assert_eq!(
+            p("pass14"),
+            DeviceName::Periph {
+                driver: "pass",
+                unit: 14
+            }
+        );
         assert_eq!(p("/dev/nsa1"), DeviceName::Periph { driver: "sa", unit: 1 });
         assert_eq!(p("esa0"), DeviceName::Periph { driver: "sa", unit: 0 });
-        assert_eq!(p("cam=2:0:17"), DeviceName::Address { path_id: 2, target_id: 0, lun_id: 17 });
-        assert_eq!(p("devid=naa.5000c500a1b2c3d4"), DeviceName::DevId("naa.5000c500a1b2c3d4"));
-        assert_eq!(p("devid=EUI.0102030405060708090a0b0c"), DeviceName::DevId("EUI.0102030405060708090a0b0c"));
+        assert_eq!(
+            p("cam=2:0:17"),
+            DeviceName::Address {
+                path_id: 2,
+                target_id: 0,
+                lun_id: 17
+            }
+        );
+        assert_eq!(
+            p("devid=naa.5000c500a1b2c3d4"),
+            DeviceName::DevId("naa.5000c500a1b2c3d4")
+        );
+        assert_eq!(
+            p("devid=EUI.0102030405060708090a0b0c"),
+            DeviceName::DevId("EUI.0102030405060708090a0b0c")
+        );
         assert_eq!(p("serial=ZA 1234"), DeviceName::Serial("ZA 1234"));
         assert_eq!(format!("{}", p("/dev/nsa1")), "sa1");
         assert_eq!(format!("{}", p("cam=2:0:17")), "cam=2:0:17");
@@ -236,15 +299,27 @@ mod tests {
     fn bad_device_names_say_why() {
         let e = |t| format!("{}", DeviceName::parse(t).unwrap_err());
         assert_eq!(e("da"), "invalid device name \"da\": no unit number");
-        assert_eq!(e("DA3"), "invalid device name \"DA3\": expected a device like da3, cam=0:1:0, devid=naa.<hex> or serial=<serial>");
+        assert_eq!(
+            e("DA3"),
+            "invalid device name \"DA3\": expected a device like da3, cam=0:1:0, devid=naa.<hex> or serial=<serial>"
+        );
         assert_eq!(e("da3x"), "invalid device name \"da3x\": the unit is not a number");
-        assert_eq!(e("cam=1:2"), "invalid device name \"cam=1:2\": expected cam=bus:target:lun");
-        assert_eq!(e("cam=a:b:c"), "invalid device name \"cam=a:b:c\": bus, target and lun must be numbers");
+        assert_eq!(
+            e("cam=1:2"),
+            "invalid device name \"cam=1:2\": expected cam=bus:target:lun"
+        );
+        assert_eq!(
+            e("cam=a:b:c"),
+            "invalid device name \"cam=a:b:c\": bus, target and lun must be numbers"
+        );
         assert_eq!(
             e("devid=naa.123"),
             "invalid device name \"devid=naa.123\": expected devid=naa.<hex> or devid=eui.<hex> with 16, 24 or 32 hex digits"
         );
-        assert_eq!(e("serial="), "invalid device name \"serial=\": the serial number is empty");
+        assert_eq!(
+            e("serial="),
+            "invalid device name \"serial=\": the serial number is empty"
+        );
         assert!(DeviceName::parse("devid=xyz.5000c500a1b2c3d4").is_err());
         assert!(DeviceName::parse("devid=naa.5000c500a1b2c3zz").is_err());
         assert!(DeviceName::parse("da99999999999").is_err());
@@ -262,22 +337,40 @@ mod tests {
                 ha_role: HaRole::Primary
             }
         );
-        assert_eq!(opts(&[("device", "da1"), ("ha_role", "secondary")]).unwrap().ha_role, HaRole::Secondary);
-        assert!(opts(&[("file", "/dev/cd0"), ("strict", "on")]).unwrap().strict, "ctld sends path as file");
-        assert!(opts(&[("device", "da0"), ("file", "/dev/da0")]).is_ok(), "both, naming the same device");
+        assert_eq!(
+            opts(&[("device", "da1"), ("ha_role", "secondary")]).unwrap().ha_role,
+            HaRole::Secondary
+        );
+        assert!(
+            opts(&[("file", "/dev/cd0"), ("strict", "on")]).unwrap().strict,
+            "ctld sends path as file"
+        );
+        assert!(
+            opts(&[("device", "da0"), ("file", "/dev/da0")]).is_ok(),
+            "both, naming the same device"
+        );
         let e = |pairs| format!("{}", opts(pairs).unwrap_err());
         assert_eq!(
             e(&[("vendor", "X")]),
             "option \"device\" is required (e.g. device=da3, cam=0:1:0, devid=naa.5000c500a1b2c3d4 or serial=Z1Z3ABCD)"
         );
-        assert_eq!(e(&[("device", "da0"), ("readonly", "maybe")]), "option \"readonly\": \"maybe\" is not \"on\" or \"off\"");
+        assert_eq!(
+            e(&[("device", "da0"), ("readonly", "maybe")]),
+            "option \"readonly\": \"maybe\" is not \"on\" or \"off\""
+        );
         assert_eq!(
             e(&[("device", "da0"), ("ha_role", "leader")]),
             "option \"ha_role\": \"leader\" is not \"primary\" or \"secondary\""
         );
-        assert_eq!(e(&[("device", "da0"), ("file", "da1")]), "options \"device\" (da0) and \"file\" (da1) name different devices");
+        assert_eq!(
+            e(&[("device", "da0"), ("file", "da1")]),
+            "options \"device\" (da0) and \"file\" (da1) name different devices"
+        );
         let not_text = parse([(&b"device"[..], None)].into_iter()).unwrap_err();
-        assert_eq!(format!("{not_text}"), "option \"device\" must be a string of UTF-8 text");
+        assert_eq!(
+            format!("{not_text}"),
+            "option \"device\" must be a string of UTF-8 text"
+        );
         let bad_utf8 = parse([(&b"device"[..], Some(&b"da\xff"[..]))].into_iter()).unwrap_err();
         assert_eq!(bad_utf8, OptionError::NotText(b"device"));
     }

@@ -15,7 +15,10 @@ pub fn of(result: &ScsiResult) -> Reply<'_> {
     let sense = |key, asc, ascq| Reply::Sense { key, asc, ascq };
     match result.status {
         CamStatus::REQ_CMP => Reply::Success,
-        CamStatus::SCSI_STATUS_ERROR => Reply::Status { status: result.scsi_status, sense: result.sense() },
+        CamStatus::SCSI_STATUS_ERROR => Reply::Status {
+            status: result.scsi_status,
+            sense: result.sense(),
+        },
         // The SIM or the bus is busy, or short of resources: try again.
         CamStatus::REQUEUE_REQ | CamStatus::BUSY | CamStatus::SCSI_BUSY | CamStatus::RESRC_UNAVAIL => Reply::Busy,
         // LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE: the device vanished.
@@ -56,7 +59,13 @@ mod tests {
     fn device_status_and_sense_pass_verbatim() {
         let s = [0x72, 0x03, 0x11, 0x00, 0, 0, 0, 0];
         let r = ScsiResult::new(CamStatus::SCSI_STATUS_ERROR, 0x02, 0, &s);
-        assert_eq!(of(&r), Reply::Status { status: 0x02, sense: &s });
+        assert_eq!(
+            of(&r),
+            Reply::Status {
+                status: 0x02,
+                sense: &s
+            }
+        );
         for status in [0x08, 0x18, 0x28] {
             let r = ScsiResult::new(CamStatus::SCSI_STATUS_ERROR, status, 0, &[]);
             assert_eq!(of(&r), Reply::Status { status, sense: &[] });
@@ -65,7 +74,12 @@ mod tests {
 
     #[test]
     fn busy_transports_ask_for_a_retry() {
-        for status in [CamStatus::REQUEUE_REQ, CamStatus::BUSY, CamStatus::SCSI_BUSY, CamStatus::RESRC_UNAVAIL] {
+        for status in [
+            CamStatus::REQUEUE_REQ,
+            CamStatus::BUSY,
+            CamStatus::SCSI_BUSY,
+            CamStatus::RESRC_UNAVAIL,
+        ] {
             assert_eq!(reply_to(status), Reply::Busy, "{status}");
         }
     }
@@ -90,7 +104,12 @@ mod tests {
 
     #[test]
     fn anything_else_is_an_internal_target_failure() {
-        for status in [sys::CAM_REQ_CMP_ERR, sys::CAM_REQ_INVALID, sys::CAM_PROVIDE_FAIL, sys::CAM_REQ_INPROG] {
+        for status in [
+            sys::CAM_REQ_CMP_ERR,
+            sys::CAM_REQ_INVALID,
+            sys::CAM_PROVIDE_FAIL,
+            sys::CAM_REQ_INPROG,
+        ] {
             assert_eq!(reply_to(CamStatus(status)), sense(0x04, 0x44, 0x00));
         }
     }

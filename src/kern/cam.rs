@@ -398,7 +398,16 @@ impl StartCcb {
         // the request lives until scsi_done takes it back.
         unsafe {
             let csio = &raw mut (*ccb).csio;
-            fill_csio(csio, &cmd.cdb, Some(scsi_done), sys::CAM_DIR_NONE | sys::CAM_UNLOCKED, tag, ptr::null_mut(), 0, cmd.timeout_ms);
+            fill_csio(
+                csio,
+                &cmd.cdb,
+                Some(scsi_done),
+                sys::CAM_DIR_NONE | sys::CAM_UNLOCKED,
+                tag,
+                ptr::null_mut(),
+                0,
+                cmd.timeout_ms,
+            );
             (*csio).ccb_h.periph_priv.entries[0].ptr = KBox::into_raw(req).cast();
             sys::xpt_action(ccb);
         }
@@ -557,7 +566,12 @@ impl ScsiResult {
     /// A result with the given fields; sense data beyond [`SENSE_LEN`]
     /// bytes is cut.
     pub fn new(status: CamStatus, scsi_status: u8, resid: u32, sense: &[u8]) -> ScsiResult {
-        let mut r = ScsiResult { status, scsi_status, resid, ..ScsiResult::PENDING };
+        let mut r = ScsiResult {
+            status,
+            scsi_status,
+            resid,
+            ..ScsiResult::PENDING
+        };
         let n = sense.len().min(SENSE_LEN);
         for (d, s) in r.sense.iter_mut().zip(sense) {
             *d = *s;
@@ -582,7 +596,12 @@ impl ScsiResult {
         } else {
             &[]
         };
-        ScsiResult::new(CamStatus(status & sys::CAM_STATUS_MASK), csio.scsi_status, csio.resid, sense)
+        ScsiResult::new(
+            CamStatus(status & sys::CAM_STATUS_MASK),
+            csio.scsi_status,
+            csio.resid,
+            sense,
+        )
     }
 
     /// Whether the command completed without error.
@@ -620,18 +639,34 @@ impl PeriphLock<'_> {
     /// `xpt_release_ccb`.  CAM releases the periph lock while the command
     /// runs, so this sleeps: for the ioctl path only.
     pub fn run_scsi(&self, cdb: &[u8], data_in: &mut [u8], timeout_ms: u32) -> ScsiResult {
-        let failed = ScsiResult { status: CamStatus::REQ_CMP_ERR, ..ScsiResult::PENDING };
+        let failed = ScsiResult {
+            status: CamStatus::REQ_CMP_ERR,
+            ..ScsiResult::PENDING
+        };
         let (Some(cdb), Ok(len)) = (Cdb::new(cdb), u32::try_from(data_in.len())) else {
             return failed;
         };
-        let dir = if data_in.is_empty() { sys::CAM_DIR_NONE } else { sys::CAM_DIR_IN };
+        let dir = if data_in.is_empty() {
+            sys::CAM_DIR_NONE
+        } else {
+            sys::CAM_DIR_IN
+        };
         // SAFETY: the periph lock is held (the guard's invariant), as
         // getccb, runccb and xpt_release_ccb require; the CCB is ours until
         // released; `data_in` outlives the synchronous run.
         unsafe {
             let ccb = sys::cam_periph_getccb(self.periph.as_ptr(), CAM_PRIORITY_NORMAL);
             let csio = &raw mut (*ccb).csio;
-            fill_csio(csio, &cdb, None, dir, sys::MSG_SIMPLE_Q_TAG as u8, data_in.as_mut_ptr(), len, timeout_ms);
+            fill_csio(
+                csio,
+                &cdb,
+                None,
+                dir,
+                sys::MSG_SIMPLE_Q_TAG as u8,
+                data_in.as_mut_ptr(),
+                len,
+                timeout_ms,
+            );
             sys::cam_periph_runccb(ccb, None, 0, sys::SF_NO_PRINT, ptr::null_mut());
             let result = ScsiResult::of(&*csio);
             sys::xpt_release_ccb(ccb);
@@ -678,7 +713,11 @@ impl PeriphLock<'_> {
             }
             cdai.ccb_h.status & sys::CAM_STATUS_MASK == sys::CAM_REQ_CMP
         };
-        let len = if provided { usize::try_from(cdai.provsiz).unwrap_or(0).min(buf.len()) } else { 0 };
+        let len = if provided {
+            usize::try_from(cdai.provsiz).unwrap_or(0).min(buf.len())
+        } else {
+            0
+        };
         buf.get(..len).unwrap_or(&[])
     }
 }

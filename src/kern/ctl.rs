@@ -330,7 +330,11 @@ impl CtlIo {
 impl Drop for CtlIo {
     fn drop(&mut self) {
         crate::printf!("ctlpass: an I/O was dropped without a status; failing it\n");
-        self.finish(Reply::Sense { key: SENSE_KEY_HARDWARE_ERROR, asc: 0x44, ascq: 0x00 });
+        self.finish(Reply::Sense {
+            key: SENSE_KEY_HARDWARE_ERROR,
+            asc: 0x44,
+            ascq: 0x00,
+        });
     }
 }
 
@@ -444,7 +448,11 @@ impl LunRef {
         be.device_id = config.device_id;
         be.lun_shutdown = Some(lun_shutdown);
         be.be = &raw mut sys::ctlpass_backend_driver;
-        let cell = BeLun { be_lun: UnsafeCell::new(be), refs: AtomicUsize::new(1), lun };
+        let cell = BeLun {
+            be_lun: UnsafeCell::new(be),
+            refs: AtomicUsize::new(1),
+            lun,
+        };
         let cell = KBox::new(cell, Wait::WaitOk)?;
         // The options are set last: from here on the cell owns them.
         // SAFETY: the cell is not shared yet.
@@ -485,7 +493,12 @@ impl BeLun {
     /// The LUN's current last LBA and block size.
     pub fn geometry(&self) -> (u64, u32) {
         // SAFETY: fields this backend writes; aligned 64-bit reads are atomic.
-        unsafe { (ptr::read_volatile(&raw const (*self.raw()).maxlba), (*self.raw()).blocksize) }
+        unsafe {
+            (
+                ptr::read_volatile(&raw const (*self.raw()).maxlba),
+                (*self.raw()).blocksize,
+            )
+        }
     }
 
     /// Hands the LUN to CTL (`ctl_add_lun`, which may sleep): it is enabled
@@ -610,11 +623,12 @@ impl Sbuf {
         NonNull::new(sb).map(Sbuf)
     }
 
-    /// Appends `<name>value</name>\n`, escaping `&`, `<` and `>` in the
-    /// value as CTL's XML needs.
+    /// Appends `\t<name>value</name>\n` (indented like the elements CTL
+    /// writes around it), escaping `&`, `<` and `>` in the value as CTL's
+    /// XML needs.
     pub fn element(&mut self, name: &str, value: fmt::Arguments<'_>) {
         let mut text = FmtBuf::<256>::new();
-        let _ = write!(text, "<{name}>");
+        let _ = write!(text, "\t<{name}>");
         let _ = XmlEscaped(&mut text).write_fmt(value);
         let _ = writeln!(text, "</{name}>");
         // SAFETY: appending a C string to the lent sbuf.

@@ -35,9 +35,13 @@ pub extern "C" fn ctlpass_be_shutdown() -> c_int {
     Errno::to_raw(backend::shutdown())
 }
 
-fn submit(io: *mut sys::ctl_io, completion: Completion) -> c_int {
-    // SAFETY: CTL hands the backend each SCSI I/O once, through the entry
-    // point `completion` names, and it stays ours until completed.
+/// # Safety
+///
+/// `io` is a SCSI I/O CTL hands the backend through the entry point
+/// `completion` names.
+unsafe fn submit(io: *mut sys::ctl_io, completion: Completion) -> c_int {
+    // SAFETY: CTL hands the backend each SCSI I/O once, and it stays ours
+    // until completed (the caller's contract).
     if let Some(io) = unsafe { CtlIo::from_ptr(io, completion) } {
         backend::submit(io);
     }
@@ -45,28 +49,48 @@ fn submit(io: *mut sys::ctl_io, completion: Completion) -> c_int {
 }
 
 /// `ctl_backend_driver.data_submit`: READ, WRITE, VERIFY, COMPARE AND WRITE.
+///
+/// # Safety
+///
+/// Called by CTL with a SCSI I/O for a LUN of this backend.
 #[unsafe(no_mangle)]
-pub extern "C" fn ctlpass_be_data_submit(io: *mut sys::ctl_io) -> c_int {
-    submit(io, Completion::DataSubmit)
+pub unsafe extern "C" fn ctlpass_be_data_submit(io: *mut sys::ctl_io) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { submit(io, Completion::DataSubmit) }
 }
 
 /// `ctl_backend_driver.config_read`: GET LBA STATUS.
+///
+/// # Safety
+///
+/// Called by CTL with a SCSI I/O for a LUN of this backend.
 #[unsafe(no_mangle)]
-pub extern "C" fn ctlpass_be_config_read(io: *mut sys::ctl_io) -> c_int {
-    submit(io, Completion::ConfigRead)
+pub unsafe extern "C" fn ctlpass_be_config_read(io: *mut sys::ctl_io) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { submit(io, Completion::ConfigRead) }
 }
 
 /// `ctl_backend_driver.config_write`: SYNCHRONIZE CACHE, WRITE SAME, UNMAP,
 /// START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL.
+///
+/// # Safety
+///
+/// Called by CTL with a SCSI I/O for a LUN of this backend.
 #[unsafe(no_mangle)]
-pub extern "C" fn ctlpass_be_config_write(io: *mut sys::ctl_io) -> c_int {
-    submit(io, Completion::ConfigWrite)
+pub unsafe extern "C" fn ctlpass_be_config_write(io: *mut sys::ctl_io) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { submit(io, Completion::ConfigWrite) }
 }
 
 /// `ctl_backend_driver.ioctl`: CTL passes `CTL_LUN_REQ` requests naming this
 /// backend, in the requesting process's context.
+///
+/// # Safety
+///
+/// For `CTL_LUN_REQ`, `addr` is NULL or a `struct ctl_lun_req` that is the
+/// callee's for the duration of the call.
 #[unsafe(no_mangle)]
-pub extern "C" fn ctlpass_be_ioctl(
+pub unsafe extern "C" fn ctlpass_be_ioctl(
     _dev: *mut sys::cdev,
     cmd: c_ulong,
     addr: sys::caddr_t,
@@ -85,10 +109,14 @@ pub extern "C" fn ctlpass_be_ioctl(
 
 /// `ctl_backend_driver.lun_info`: extra XML elements for `ctladm devlist -v`.
 /// Called with CTL's mutexes held, so it must not sleep.
+///
+/// # Safety
+///
+/// `be_lun` is NULL or a LUN of this backend (between `ctl_add_lun` and
+/// `lun_shutdown`), `sb` NULL or an sbuf, both valid for the call.
 #[unsafe(no_mangle)]
-pub extern "C" fn ctlpass_be_lun_info(be_lun: *mut sys::ctl_be_lun, sb: *mut sys::sbuf) -> c_int {
-    // SAFETY: CTL passes a LUN of this backend (between ctl_add_lun and
-    // lun_shutdown) and an sbuf, for the duration of the call.
+pub unsafe extern "C" fn ctlpass_be_lun_info(be_lun: *mut sys::ctl_be_lun, sb: *mut sys::sbuf) -> c_int {
+    // SAFETY: the caller's contract.
     if let (false, Some(mut sb)) = (be_lun.is_null(), unsafe { Sbuf::from_ptr(sb) }) {
         // SAFETY: as above.
         backend::lun_info(unsafe { be_lun_of(be_lun) }.lun(), &mut sb);

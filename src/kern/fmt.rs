@@ -7,6 +7,7 @@ use core::fmt;
 /// Text formatted into `N` bytes; what does not fit is cut off, at a
 /// character boundary, and marked with a trailing `...`.  The buffer always
 /// holds a C string: a NUL that the text itself contains is stored as `?`.
+#[derive(Clone, Copy)]
 pub struct FmtBuf<const N: usize> {
     buf: [u8; N],
     len: usize,
@@ -108,7 +109,8 @@ mod tests {
     #[test]
     fn fits_and_terminates() {
         let mut b = FmtBuf::<16>::new();
-        write!(b, "da{}: {}", 3, "ok").unwrap();
+        let (unit, state) = (3, "ok");
+        write!(b, "da{unit}: {state}").unwrap();
         assert_eq!(b.as_str(), "da3: ok");
         assert_eq!(b.as_c_str().to_bytes(), b"da3: ok");
         assert!(!b.truncated());

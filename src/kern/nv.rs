@@ -31,7 +31,10 @@ impl<'a> NvList<'a> {
     /// `nvl` is NULL or a valid nvlist that outlives `'a` and is not
     /// changed meanwhile.
     pub(super) unsafe fn from_ptr(nvl: *mut sys::nvlist_t) -> Option<NvList<'a>> {
-        NonNull::new(nvl).map(|nvl| NvList { nvl, borrowed: PhantomData })
+        NonNull::new(nvl).map(|nvl| NvList {
+            nvl,
+            borrowed: PhantomData,
+        })
     }
 
     fn as_ptr(&self) -> *const sys::nvlist_t {
@@ -107,7 +110,10 @@ impl OwnedNvList {
 
     /// The list, borrowed.
     pub fn as_list(&self) -> NvList<'_> {
-        NvList { nvl: self.0, borrowed: PhantomData }
+        NvList {
+            nvl: self.0,
+            borrowed: PhantomData,
+        }
     }
 
     /// Sets the string element `name` to `value`, replacing it if present.

@@ -3,6 +3,7 @@
 //! which the I/O path needs where it holds a mutex or runs in a CAM
 //! completion.
 
+use core::cell::Cell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
@@ -10,13 +11,13 @@ use super::alloc::KBox;
 
 /// The link an element of a [`Stailq`] embeds (`STAILQ_ENTRY`).
 pub struct Link<T> {
-    next: Option<NonNull<T>>,
+    next: Cell<Option<NonNull<T>>>,
 }
 
 impl<T> Link<T> {
     /// A link of an element on no queue.
     pub const fn new() -> Link<T> {
-        Link { next: None }
+        Link { next: Cell::new(None) }
     }
 }
 
@@ -26,20 +27,18 @@ impl<T> Default for Link<T> {
     }
 }
 
-// SAFETY: a link is only followed by the queue that owns the element.
+// SAFETY: a link is only read and written by the queue that owns the
+// element, through that queue.
 unsafe impl<T: Send> Send for Link<T> {}
-// SAFETY: as above; `&Link` gives nothing away.
-unsafe impl<T: Sync> Sync for Link<T> {}
 
 /// An element type with an embedded [`Link`].
 ///
 /// # Safety
 ///
-/// `link` returns the same field of `self` every time, and nothing but a
-/// [`Stailq`] changes it.
+/// `link` returns the same field of `self` every time.
 pub unsafe trait Linked: Sized {
     /// The element's link.
-    fn link(&mut self) -> &mut Link<Self>;
+    fn link(&self) -> &Link<Self>;
 }
 
 /// A FIFO of boxed elements that owns them: dropping the queue drops them.
@@ -58,7 +57,12 @@ unsafe impl<T: Linked + Sync> Sync for Stailq<T> {}
 impl<T: Linked> Stailq<T> {
     /// An empty queue.
     pub const fn new() -> Stailq<T> {
-        Stailq { head: None, tail: None, len: 0, owns: PhantomData }
+        Stailq {
+            head: None,
+            tail: None,
+            len: 0,
+            owns: PhantomData,
+        }
     }
 
     /// How many elements are queued.
@@ -72,12 +76,12 @@ impl<T: Linked> Stailq<T> {
     }
 
     /// Appends `elem` (`STAILQ_INSERT_TAIL`).
-    pub fn push_back(&mut self, mut elem: KBox<T>) {
-        *elem.link() = Link::new();
+    pub fn push_back(&mut self, elem: KBox<T>) {
+        elem.link().next.set(None);
         let new = NonNull::from(KBox::leak(elem));
         match self.tail {
             // SAFETY: the tail is an element this queue owns.
-            Some(mut tail) => unsafe { tail.as_mut().link().next = Some(new) },
+            Some(tail) => unsafe { tail.as_ref().link().next.set(Some(new)) },
             None => self.head = Some(new),
         }
         self.tail = Some(new);
@@ -89,7 +93,7 @@ impl<T: Linked> Stailq<T> {
         let head = self.head?;
         // SAFETY: the head is an element this queue owns, leaked from a KBox
         // by push_back; ownership returns to the caller.
-        let mut elem = unsafe { KBox::from_raw(head.as_ptr()) };
+        let elem = unsafe { KBox::from_raw(head.as_ptr()) };
         self.head = elem.link().next.take();
         if self.head.is_none() {
             self.tail = None;
@@ -101,25 +105,99 @@ impl<T: Linked> Stailq<T> {
     /// Moves every element of `other` to the end of this queue
     /// (`STAILQ_CONCAT`).
     pub fn append(&mut self, other: &mut Stailq<T>) {
-        let (Some(first), Some(last)) = (other.head.take(), other.tail.take()) else { return };
+        let (Some(first), Some(last)) = (other.head.take(), other.tail.take()) else {
+            return;
+        };
         match self.tail {
             // SAFETY: the tail is an element this queue owns.
-            Some(mut tail) => unsafe { tail.as_mut().link().next = Some(first) },
+            Some(tail) => unsafe { tail.as_ref().link().next.set(Some(first)) },
             None => self.head = Some(first),
         }
         self.tail = Some(last);
         self.len += core::mem::take(&mut other.len);
     }
 
+    /// The elements, first to last.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter {
+            next: self.head,
+            queue: PhantomData,
+        }
+    }
+
+    /// The first element `pred` accepts.
+    pub fn find_mut(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<&mut T> {
+        let mut cur = self.head;
+        while let Some(mut p) = cur {
+            // SAFETY: an element this queue owns; `&mut self` makes the
+            // returned reference unique.
+            let elem = unsafe { p.as_mut() };
+            if pred(elem) {
+                return Some(elem);
+            }
+            cur = elem.link().next.get();
+        }
+        None
+    }
+
+    /// Removes and returns the first element `pred` accepts
+    /// (`STAILQ_REMOVE`).
+    pub fn remove_first(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<KBox<T>> {
+        let mut prev: Option<NonNull<T>> = None;
+        let mut cur = self.head;
+        while let Some(p) = cur {
+            // SAFETY: an element this queue owns.
+            let elem = unsafe { p.as_ref() };
+            let next = elem.link().next.get();
+            if pred(elem) {
+                match prev {
+                    // SAFETY: the previous element, owned by this queue.
+                    Some(q) => unsafe { q.as_ref().link().next.set(next) },
+                    None => self.head = next,
+                }
+                if self.tail == Some(p) {
+                    self.tail = prev;
+                }
+                self.len -= 1;
+                // SAFETY: unlinked above; ownership returns to the caller as
+                // the KBox push_back leaked.
+                let elem = unsafe { KBox::from_raw(p.as_ptr()) };
+                elem.link().next.set(None);
+                return Some(elem);
+            }
+            prev = cur;
+            cur = next;
+        }
+        None
+    }
+
     /// Takes every element, leaving this queue empty.
     pub fn take(&mut self) -> Stailq<T> {
-        core::mem::replace(self, Stailq::new())
+        core::mem::take(self)
     }
 }
 
 impl<T: Linked> Default for Stailq<T> {
     fn default() -> Self {
         Stailq::new()
+    }
+}
+
+/// The elements of a queue, borrowed.
+pub struct Iter<'a, T: Linked> {
+    next: Option<NonNull<T>>,
+    queue: PhantomData<&'a Stailq<T>>,
+}
+
+impl<'a, T: Linked> Iterator for Iter<'a, T> {
+    type Item = &'a T;
+    fn next(&mut self) -> Option<&'a T> {
+        let p = self.next?;
+        // SAFETY: an element of the queue this iterator borrows, which
+        // cannot change meanwhile.
+        let elem: &'a T = unsafe { p.as_ref() };
+        self.next = elem.link().next.get();
+        Some(elem)
     }
 }
 

@@ -24,8 +24,11 @@ unsafe impl Sync for Task {}
 impl Task {
     /// A task that runs `func`, not yet initialised.
     pub const fn new(func: fn()) -> Task {
-        // SAFETY: struct task is plain data; TASK_INIT fills it.
-        Task { task: UnsafeCell::new(unsafe { mem::zeroed() }), func }
+        Task {
+            // SAFETY: struct task is plain data; TASK_INIT fills it.
+            task: UnsafeCell::new(unsafe { mem::zeroed() }),
+            func,
+        }
     }
 
     /// Sets the task up (TASK_INIT).

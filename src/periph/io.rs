@@ -25,10 +25,10 @@ pub struct Request {
     link: Link<Request>,
 }
 
-// SAFETY: `link` returns the `link` field, which only queues change.
+// SAFETY: `link` returns the `link` field.
 unsafe impl Linked for Request {
-    fn link(&mut self) -> &mut Link<Request> {
-        &mut self.link
+    fn link(&self) -> &Link<Request> {
+        &self.link
     }
 }
 
@@ -37,25 +37,27 @@ impl Request {
     /// caller then completes it with BUSY).
     pub fn new(io: CtlIo, command: ScsiCommand) -> Result<KBox<Request>, CtlIo> {
         match KBox::new_uninit(Wait::NoWait) {
-            Ok(room) => Ok(KBox::write(room, Request { io, command, result: ScsiResult::PENDING, link: Link::new() })),
+            Ok(room) => Ok(KBox::write(
+                room,
+                Request {
+                    io,
+                    command,
+                    result: ScsiResult::PENDING,
+                    link: Link::new(),
+                },
+            )),
             Err(_) => Err(io),
         }
     }
 }
 
 /// The I/O state of one periph, protected by the periph's lock.
+#[derive(Default)]
 pub struct Locked {
     /// Requests waiting for a CCB.
     incoming: Stailq<Request>,
     /// Requests the device is running.
     active: u32,
-}
-
-impl Locked {
-    /// No requests.
-    pub const fn new() -> Locked {
-        Locked { incoming: Stailq::new(), active: 0 }
-    }
 }
 
 /// Completed requests, for the done task.
@@ -101,8 +103,12 @@ pub fn submit(periph: &Periph, req: KBox<Request>) {
 
 /// CAM gave the periph a CCB: send the first incoming request with it.
 pub fn start(lock: &mut PeriphLock<'_>, ccb: StartCcb) {
-    let Some(q) = lock.locked() else { return ccb.release(lock) };
-    let Some(req) = q.incoming.pop_front() else { return ccb.release(lock) };
+    let Some(q) = lock.locked() else {
+        return ccb.release(lock);
+    };
+    let Some(req) = q.incoming.pop_front() else {
+        return ccb.release(lock);
+    };
     q.active += 1;
     let more = !q.incoming.is_empty();
     ccb.scsi_io(lock, req);

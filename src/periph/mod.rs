@@ -8,12 +8,12 @@ pub mod io;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use crate::backend::DeviceName;
 use crate::kern::alloc::{KBox, Wait};
+use crate::kern::cam::PeriphRef;
 use crate::kern::cam::{
     self, CamAddress, CamStatus, DeviceLocked, GetDev, Path, PeriphLock, PeriphLocked, SERIAL_NUM_LEN, SIM_NAME_LEN,
 };
-use crate::backend::DeviceName;
-use crate::kern::cam::PeriphRef;
 use crate::kern::errno::Errno;
 use crate::kern::fmt::FmtBuf;
 use crate::printf;
@@ -87,7 +87,10 @@ impl Claim {
     /// (`None`: a create request still in progress).
     pub fn new(periph: PeriphRef) -> Result<Claim, Option<u32>> {
         let Some(softc) = periph.softc() else { return Err(None) };
-        match softc.lun.compare_exchange(NO_LUN, CLAIMED, Ordering::AcqRel, Ordering::Acquire) {
+        match softc
+            .lun
+            .compare_exchange(NO_LUN, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => Ok(Claim { periph }),
             Err(CLAIMED) => Err(None),
             Err(id) => Err(Some(id)),
@@ -125,9 +128,10 @@ pub fn find(name: &DeviceName<'_>) -> Option<PeriphRef> {
         move |p: &crate::kern::cam::Periph| p.softc().is_some_and(|s| s.is_valid() && s.identity.address == address)
     };
     match *name {
-        DeviceName::Periph { driver: "ctlpass", unit } => {
-            cam::find_periph(|p| p.unit_number() == unit && p.softc().is_some_and(Softc::is_valid))
-        }
+        DeviceName::Periph {
+            driver: "ctlpass",
+            unit,
+        } => cam::find_periph(|p| p.unit_number() == unit && p.softc().is_some_and(Softc::is_valid)),
         DeviceName::Periph { driver, unit } => {
             let mut address = None;
             cam::walk_periphs(|d, u, a| {
@@ -139,9 +143,18 @@ pub fn find(name: &DeviceName<'_>) -> Option<PeriphRef> {
             });
             cam::find_periph(on(address?))
         }
-        DeviceName::Address { path_id, target_id, lun_id } => cam::find_periph(on(CamAddress { path_id, target_id, lun_id })),
+        DeviceName::Address {
+            path_id,
+            target_id,
+            lun_id,
+        } => cam::find_periph(on(CamAddress {
+            path_id,
+            target_id,
+            lun_id,
+        })),
         DeviceName::Serial(serial) => cam::find_periph(|p| {
-            p.softc().is_some_and(|s| s.is_valid() && s.identity.serial() == serial.as_bytes())
+            p.softc()
+                .is_some_and(|s| s.is_valid() && s.identity.serial() == serial.as_bytes())
         }),
         DeviceName::DevId(text) => cam::find_periph(|p| {
             if !p.softc().is_some_and(Softc::is_valid) {
@@ -266,7 +279,7 @@ pub fn ctor(lock: &PeriphLock<'_>, cgd: &GetDev) -> Result<KBox<Softc>, CamStatu
             identity,
             valid: AtomicBool::new(true),
             lun: AtomicU32::new(NO_LUN),
-            locked: PeriphLocked::new(io::Locked::new()),
+            locked: PeriphLocked::new(io::Locked::default()),
         },
         Wait::NoWait,
     )

@@ -107,7 +107,13 @@ mod tests {
         let c = parse_16(&d).unwrap();
         assert_eq!(
             c,
-            Capacity { last_lba: 0x1_2345_6789, block_size: 512, physical_exponent: 3, lowest_aligned: 0x0102, lbpme: true }
+            Capacity {
+                last_lba: 0x1_2345_6789,
+                block_size: 512,
+                physical_exponent: 3,
+                lowest_aligned: 0x0102,
+                lbpme: true
+            }
         );
         assert_eq!(c.blocks(), 0x1_2345_678a);
         assert_eq!(c.bytes(), 0x1_2345_678a * 512);

@@ -29,7 +29,10 @@ impl Cdb {
         if !(6..=CDB_MAX_LEN).contains(&bytes.len()) {
             return None;
         }
-        let mut cdb = Cdb { bytes: [0; CDB_MAX_LEN], len: bytes.len() as u8 };
+        let mut cdb = Cdb {
+            bytes: [0; CDB_MAX_LEN],
+            len: bytes.len() as u8,
+        };
         cdb.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
         Some(cdb)
     }
@@ -133,14 +136,31 @@ mod tests {
         let c = Cdb::new(&read_capacity_16()).unwrap();
         assert_eq!(c.as_bytes(), read_capacity_16());
         assert_eq!(c.opcode(), 0x9e);
-        assert_eq!(Cdb::new(&[0x1b, 1, 0, 0, 3, 0]).unwrap().as_bytes(), [0x1b, 1, 0, 0, 3, 0]);
+        assert_eq!(
+            Cdb::new(&[0x1b, 1, 0, 0, 3, 0]).unwrap().as_bytes(),
+            [0x1b, 1, 0, 0, 3, 0]
+        );
     }
 
     #[test]
     fn start_stop_fields() {
         let ss = |how| StartStop::parse(&[START_STOP_UNIT, 0, 0, 0, how, 0]).unwrap();
-        assert_eq!(ss(0x01), StartStop { power_condition: 0, start: true, load_eject: false });
-        assert_eq!(ss(0x02), StartStop { power_condition: 0, start: false, load_eject: true });
+        assert_eq!(
+            ss(0x01),
+            StartStop {
+                power_condition: 0,
+                start: true,
+                load_eject: false
+            }
+        );
+        assert_eq!(
+            ss(0x02),
+            StartStop {
+                power_condition: 0,
+                start: false,
+                load_eject: true
+            }
+        );
         assert_eq!(ss(0x33).power_condition, 3);
         assert_eq!(StartStop::parse(&[START_STOP_UNIT, 0, 0, 0]), None);
         assert_eq!(StartStop::parse(&[SYNCHRONIZE_CACHE_10, 0, 0, 0, 1, 0]), None);

@@ -47,9 +47,15 @@ impl Sense {
         match code {
             0x70 | 0x71 => {
                 let key = data.get(2)? & 0x0f;
-                let information = (at(0) & 0x80 != 0)
-                    .then(|| u64::from(u32::from_be_bytes([at(3), at(4), at(5), at(6)])));
-                Some(Sense { current: code == 0x70, key, asc: at(12), ascq: at(13), information })
+                let information =
+                    (at(0) & 0x80 != 0).then(|| u64::from(u32::from_be_bytes([at(3), at(4), at(5), at(6)])));
+                Some(Sense {
+                    current: code == 0x70,
+                    key,
+                    asc: at(12),
+                    ascq: at(13),
+                    information,
+                })
             }
             0x72 | 0x73 => {
                 let key = data.get(1)? & 0x0f;
@@ -104,7 +110,16 @@ mod tests {
         d[7] = 10;
         d[12] = 0x21;
         let s = Sense::parse(&d).unwrap();
-        assert_eq!(s, Sense { current: true, key: 5, asc: 0x21, ascq: 0, information: Some(0x10000) });
+        assert_eq!(
+            s,
+            Sense {
+                current: true,
+                key: 5,
+                asc: 0x21,
+                ascq: 0,
+                information: Some(0x10000)
+            }
+        );
         assert!(s.is_illegal_request());
         d[0] = 0x71;
         d[2] = 0x02;
@@ -117,10 +132,18 @@ mod tests {
 
     #[test]
     fn descriptor_format() {
-        let d = [0x72, 0x03, 0x11, 0x00, 0, 0, 0, 12, 0x00, 0x0a, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34];
+        let d = [
+            0x72, 0x03, 0x11, 0x00, 0, 0, 0, 12, 0x00, 0x0a, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34,
+        ];
         assert_eq!(
             Sense::parse(&d),
-            Some(Sense { current: true, key: 3, asc: 0x11, ascq: 0, information: Some(0x1234) })
+            Some(Sense {
+                current: true,
+                key: 3,
+                asc: 0x11,
+                ascq: 0,
+                information: Some(0x1234)
+            })
         );
         assert_eq!(Sense::parse(&d[..4]).unwrap().information, None);
     }

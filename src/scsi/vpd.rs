@@ -35,7 +35,9 @@ pub fn supports(data: &[u8], page: u8) -> bool {
 /// trims it).  Empty when the device reports none (all spaces).
 pub fn unit_serial_number(data: &[u8]) -> &[u8] {
     let body = page_body(data, UNIT_SERIAL_NUMBER).unwrap_or(&[]);
-    let body = body.get(..body.iter().position(|&b| b == 0).unwrap_or(body.len())).unwrap_or(&[]);
+    let body = body
+        .get(..body.iter().position(|&b| b == 0).unwrap_or(body.len()))
+        .unwrap_or(&[]);
     let start = body.iter().position(|&b| b != b' ').unwrap_or(body.len());
     let end = body.iter().rposition(|&b| b != b' ').map_or(start, |i| i + 1);
     body.get(start..end).unwrap_or(&[])
@@ -92,7 +94,9 @@ pub fn designators(data: &[u8]) -> impl Iterator<Item = Designator<'_>> {
 
 /// The first designator of the logical unit itself of kind `kind`.
 pub fn lu_designator(data: &[u8], kind: DesignatorKind) -> Option<&[u8]> {
-    designators(data).find(|d| d.kind == kind && d.association == 0).map(|d| d.id)
+    designators(data)
+        .find(|d| d.kind == kind && d.association == 0)
+        .map(|d| d.id)
 }
 
 /// A device id as administrators write it: `naa.` or `eui.` and the
@@ -116,10 +120,16 @@ impl<'a> DevId<'a> {
 
     /// Whether `text` (`naa.<hex>` or `eui.<hex>`, any case) names this id.
     pub fn matches(&self, text: &str) -> bool {
-        let Some((scheme, hex)) = text.split_once('.') else { return false };
+        let Some((scheme, hex)) = text.split_once('.') else {
+            return false;
+        };
         scheme.eq_ignore_ascii_case(self.scheme)
             && hex.len() == 2 * self.id.len()
-            && self.id.iter().zip(hex.as_bytes().chunks(2)).all(|(&b, pair)| hex_byte(pair) == Some(b))
+            && self
+                .id
+                .iter()
+                .zip(hex.as_bytes().chunks(2))
+                .all(|(&b, pair)| hex_byte(pair) == Some(b))
     }
 }
 
@@ -171,8 +181,16 @@ impl BlockLimits {
         let body = page_body(data, BLOCK_LIMITS)?;
         // Offsets below are into the page, which starts 4 bytes before body.
         let field = |at: usize, len: usize| body.get(at.saturating_sub(4)..at.saturating_sub(4) + len);
-        let be32 = |at| field(at, 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_be_bytes);
-        let be64 = |at| field(at, 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+        let be32 = |at| {
+            field(at, 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_be_bytes)
+        };
+        let be64 = |at| {
+            field(at, 8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes)
+        };
         let alignment = be32(32);
         Some(BlockLimits {
             max_transfer: be32(8),
@@ -202,7 +220,11 @@ impl Provisioning {
     /// Decodes a Logical Block Provisioning page.
     pub fn parse(data: &[u8]) -> Option<Provisioning> {
         let flags = *page_body(data, LOGICAL_BLOCK_PROVISIONING)?.get(1)?;
-        Some(Provisioning { unmap: flags & 0x80 != 0, write_same_16: flags & 0x40 != 0, write_same_10: flags & 0x20 != 0 })
+        Some(Provisioning {
+            unmap: flags & 0x80 != 0,
+            write_same_16: flags & 0x40 != 0,
+            write_same_10: flags & 0x20 != 0,
+        })
     }
 }
 
@@ -227,7 +249,10 @@ mod tests {
         assert!(!supports(&page(0x80, &[0xb2]), 0xb2), "another page is not the list");
         let mut truncated = d.clone();
         truncated[3] = 200;
-        assert!(supports(&truncated, 0xb0), "a length beyond the data is bounded by the data");
+        assert!(
+            supports(&truncated, 0xb0),
+            "a length beyond the data is bounded by the data"
+        );
     }
 
     #[test]
@@ -257,7 +282,15 @@ mod tests {
         let d = devid_page();
         let all: Vec<_> = designators(&d).collect();
         assert_eq!(all.len(), 4);
-        assert_eq!(all[0], Designator { kind: DesignatorKind::T10, association: 0, code_set: 2, id: b"SEAGATE Z1Z3" });
+        assert_eq!(
+            all[0],
+            Designator {
+                kind: DesignatorKind::T10,
+                association: 0,
+                code_set: 2,
+                id: b"SEAGATE Z1Z3"
+            }
+        );
         assert_eq!(all[1].association, 1);
         let id = DevId::of(&d).unwrap();
         assert_eq!(format!("{id}"), "naa.5000c500a1b2c3d4", "the LU's NAA, not the port's");
@@ -266,12 +299,18 @@ mod tests {
         assert!(!id.matches("eui.5000c500a1b2c3d4"));
         assert!(!id.matches("naa.5000c500a1b2c3"));
         assert!(!id.matches("naa.5000c500a1b2c3zz"));
-        assert_eq!(lu_designator(&d, DesignatorKind::Eui64), Some(&[1, 2, 3, 4, 5, 6, 7, 8][..]));
+        assert_eq!(
+            lu_designator(&d, DesignatorKind::Eui64),
+            Some(&[1, 2, 3, 4, 5, 6, 7, 8][..])
+        );
         let mut cut = d.clone();
         cut.truncate(cut.len() - 3);
         cut[3] -= 3;
         assert_eq!(designators(&cut).count(), 3, "a truncated designator is left out");
-        assert_eq!(DevId::of(&cut).map(|i| format!("{i}")).as_deref(), Some("eui.0102030405060708"));
+        assert_eq!(
+            DevId::of(&cut).map(|i| format!("{i}")).as_deref(),
+            Some("eui.0102030405060708")
+        );
     }
 
     #[test]
@@ -298,7 +337,11 @@ mod tests {
             }
         );
         let short = BlockLimits::parse(&page(0xb0, &body[..12])).unwrap();
-        assert_eq!((short.optimal_transfer, short.max_unmap_lba), (128, 0), "an SBC-2 length page");
+        assert_eq!(
+            (short.optimal_transfer, short.max_unmap_lba),
+            (128, 0),
+            "an SBC-2 length page"
+        );
         assert_eq!(BlockLimits::parse(&page(0xb2, &body)), None);
     }
 
@@ -306,7 +349,11 @@ mod tests {
     fn provisioning() {
         assert_eq!(
             Provisioning::parse(&page(0xb2, &[0, 0xe4, 0x02, 0])),
-            Some(Provisioning { unmap: true, write_same_16: true, write_same_10: true })
+            Some(Provisioning {
+                unmap: true,
+                write_same_16: true,
+                write_same_10: true
+            })
         );
         assert_eq!(Provisioning::parse(&page(0xb2, &[0])), None);
     }

@@ -85,7 +85,7 @@ fn main() {
         .allowlist_type("task|taskqueue")
         .allowlist_var("taskqueue_thread")
         .allowlist_type("ctl_lba_len_flags|ctl_nexus|ctl_io_flags|ctl_tag_type|ctl_lunreq_type")
-        .allowlist_function("d?nvlist_.*|sbuf_cat|sbuf_bcat|_sleep|wakeup")
+        .allowlist_function("d?nvlist_.*|sbuf_cat|_sleep|wakeup")
         .allowlist_type("ccb_scsiio|ccb_dev_advinfo|lock_object|ccb_flags|cam_flags|devstat")
         .allowlist_var("CDAI_.*|NV_TYPE_.*|PCATCH|periph_drivers")
         .allowlist_var("hz|tick_sbt|maxphys|sysctl___kern_cam_ctl")

@@ -92,14 +92,19 @@ pub fn port() -> Port {
 
 fn name_of(be: *const sys::ctl_backend_driver) -> String {
     // SAFETY: a backend's name is a NUL-terminated array.
-    unsafe { CStr::from_ptr((*be).name.as_ptr()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr((*be).name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Starts CTL with its built-in backends and `extra` stand-in backends
 /// (for tests of name clashes).
 pub(crate) fn boot(extra: &[&str]) {
     let io_type = malloc::define(c"ctlio") as usize;
-    *CTL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ctl { io_type, ..Ctl::default() });
+    *CTL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ctl {
+        io_type,
+        ..Ctl::default()
+    });
     for name in ["block", "ramdisk"].iter().chain(extra) {
         // SAFETY: ctl_backend_driver is plain data.
         let mut be: Box<sys::ctl_backend_driver> = Box::new(unsafe { std::mem::zeroed() });
@@ -286,12 +291,20 @@ unsafe fn response_of(io: *mut sys::ctl_io) -> Response {
     // SAFETY: the caller's contract.
     let s = unsafe { &(*io).scsiio };
     match s.io_hdr.status & sys::CTL_STATUS_MASK {
-        sys::CTL_SUCCESS => Response { status: GOOD, sense: Vec::new(), data: Vec::new() },
+        sys::CTL_SUCCESS => Response {
+            status: GOOD,
+            sense: Vec::new(),
+            data: Vec::new(),
+        },
         sys::CTL_SCSI_ERROR => {
             let n = usize::from(s.sense_len).min(std::mem::size_of_val(&s.sense_data));
             // SAFETY: sense_data holds at least `n` bytes.
             let sense = unsafe { std::slice::from_raw_parts((&raw const s.sense_data).cast::<u8>(), n) }.to_vec();
-            Response { status: s.scsi_status, sense, data: Vec::new() }
+            Response {
+                status: s.scsi_status,
+                sense,
+                data: Vec::new(),
+            }
         }
         other => kpanic!("a backend completed an I/O with status {other:#x}, which CTL cannot report"),
     }
@@ -351,7 +364,11 @@ unsafe fn backend_lun(be_lun: *const sys::ctl_be_lun) -> BackendLun {
         opttxferlen: b.opttxferlen,
         serial_num: b.serial_num,
         device_id: b.device_id,
-        options: if b.options.is_null() { Vec::new() } else { nv::pairs(b.options) },
+        options: if b.options.is_null() {
+            Vec::new()
+        } else {
+            nv::pairs(b.options)
+        },
     }
 }
 
@@ -390,7 +407,16 @@ pub unsafe extern "C" fn ctl_add_lun(be_lun: *mut sys::ctl_be_lun) -> c_int {
     be.lun_id = id;
     be.ctl_lun = (id as usize + 1) as *mut c_void;
     with(|c| {
-        c.luns.insert(id, LunSlot { be_lun: be_lun as usize, backend: be.be as usize, model, removing: false, outstanding: 0 })
+        c.luns.insert(
+            id,
+            LunSlot {
+                be_lun: be_lun as usize,
+                backend: be.be as usize,
+                model,
+                removing: false,
+                outstanding: 0,
+            },
+        )
     });
     0
 }
@@ -465,9 +491,10 @@ pub extern "C" fn ctl_lun_ejected(be_lun: *mut sys::ctl_be_lun) -> c_int {
     lun_event(be_lun, "ctl_lun_ejected", |m, _| m.ejected())
 }
 
-/// The numbers of the LUNs CTL has (and serves: not being removed).
+/// The numbers of the LUNs CTL holds, as `ctladm devlist` lists them: a
+/// removed LUN stays until its last command completes.
 pub fn luns() -> Vec<u32> {
-    with(|c| c.luns.iter().filter(|(_, s)| !s.removing).map(|(&id, _)| id).collect())
+    with(|c| c.luns.keys().copied().collect())
 }
 
 // --- the ioctls ---
@@ -537,7 +564,11 @@ fn c_text(bytes: &[u8]) -> String {
 pub fn lun_request(backend: &str, request: &Request, options: &[(&str, &str)]) -> Reply {
     let be = with(|c| c.backends.iter().copied().find(|&b| name_of(b as *const _) == backend));
     let Some(be) = be.map(|b| b as *mut sys::ctl_backend_driver) else {
-        return Reply { status: sys::CTL_LUN_ERROR, error: format!("Backend \"{backend}\" not found."), created: None };
+        return Reply {
+            status: sys::CTL_LUN_ERROR,
+            error: format!("Backend \"{backend}\" not found."),
+            created: None,
+        };
     };
     // SAFETY: struct ctl_lun_req is plain data.
     let mut req: sys::ctl_lun_req = unsafe { std::mem::zeroed() };
@@ -545,7 +576,14 @@ pub fn lun_request(backend: &str, request: &Request, options: &[(&str, &str)]) -
         *d = s as std::ffi::c_char;
     }
     match request {
-        Request::Create { device_type, size, blocksize, lun_id, serial, device_id } => {
+        Request::Create {
+            device_type,
+            size,
+            blocksize,
+            lun_id,
+            serial,
+            device_id,
+        } => {
             req.reqtype = sys::CTL_LUNREQ_CREATE;
             // SAFETY: the create member of a zeroed plain-data union.
             let c = unsafe { &mut req.reqdata.create };
@@ -593,14 +631,29 @@ pub fn lun_request(backend: &str, request: &Request, options: &[(&str, &str)]) -
     // SAFETY: CTL destroys the unpacked arguments after the backend's ioctl.
     unsafe { nv::nvlist_destroy(req.args_nvl) };
     if rc != 0 {
-        return Reply { status: sys::CTL_LUN_ERROR, error: format!("error issuing CTL_LUN_REQ ioctl: errno {rc}"), created: None };
+        return Reply {
+            status: sys::CTL_LUN_ERROR,
+            error: format!("error issuing CTL_LUN_REQ ioctl: errno {rc}"),
+            created: None,
+        };
     }
     let created = (matches!(request, Request::Create { .. }) && req.status != sys::CTL_LUN_ERROR).then(|| {
         // SAFETY: a create request's union member.
         let c = unsafe { &req.reqdata.create };
-        (c.device_type, c.lun_size_bytes, c.blocksize_bytes, c.req_lun_id, c_text(&c.serial_num), c_text(&c.device_id))
+        (
+            c.device_type,
+            c.lun_size_bytes,
+            c.blocksize_bytes,
+            c.req_lun_id,
+            c_text(&c.serial_num),
+            c_text(&c.device_id),
+        )
     });
-    Reply { status: req.status, error: c_text(&req.error_str.map(|b| b as u8)), created }
+    Reply {
+        status: req.status,
+        error: c_text(&req.error_str.map(|b| b as u8)),
+        created,
+    }
 }
 
 /// Escapes CTL's way (ctl_sbuf_printf_esc): up to `size` bytes or the first
@@ -627,12 +680,21 @@ pub fn lun_list_xml() -> String {
     let lun_lock = lock::KMutex::new(c"CTL LUN");
     let mut xml = String::from("<ctllunlist>\n");
     for (id, be_lun, backend) in luns {
-        let (be_lun, backend) = (be_lun as *mut sys::ctl_be_lun, backend as *const sys::ctl_backend_driver);
+        let (be_lun, backend) = (
+            be_lun as *mut sys::ctl_be_lun,
+            backend as *const sys::ctl_backend_driver,
+        );
         // SAFETY: a LUN CTL holds, and its backend.
         let (b, view) = unsafe { (&*be_lun, backend_lun(be_lun)) };
         let size = if b.maxlba > 0 { b.maxlba + 1 } else { 0 };
-        xml += &format!("<lun id=\"{id}\">\n\t<backend_type>{}</backend_type>\n", name_of(backend));
-        xml += &format!("\t<lun_type>{}</lun_type>\n\t<size>{size}</size>\n\t<blocksize>{}</blocksize>\n", b.lun_type, b.blocksize);
+        xml += &format!(
+            "<lun id=\"{id}\">\n\t<backend_type>{}</backend_type>\n",
+            name_of(backend)
+        );
+        xml += &format!(
+            "\t<lun_type>{}</lun_type>\n\t<size>{size}</size>\n\t<blocksize>{}</blocksize>\n",
+            b.lun_type, b.blocksize
+        );
         xml += &format!("\t<serial_number>{}</serial_number>\n", escaped(&b.serial_num));
         xml += &format!("\t<device_id>{}</device_id>\n", escaped(&b.device_id));
         // SAFETY: the backend's callbacks for its LUN.
@@ -669,13 +731,24 @@ pub fn command(lun_id: u32, cdb: &[u8], data_in_len: usize) -> Response {
     let (entry, lba_len) = match disposition {
         Disposition::Done(outcome) => {
             data_in.truncate(outcome.transferred);
-            return Response { status: outcome.status, sense: outcome.sense, data: data_in };
+            return Response {
+                status: outcome.status,
+                sense: outcome.sense,
+                data: data_in,
+            };
         }
         Disposition::DataSubmit { lba, len, flags, .. } => (Done::DataSubmit, Some((lba, len, flags))),
         Disposition::ConfigRead { lba, len } => (Done::ConfigRead, Some((lba, len, 0))),
         Disposition::ConfigWrite { lba_len, .. } => (Done::ConfigWrite, lba_len),
     };
-    submit(lun_id, be_lun as *mut sys::ctl_be_lun, backend as *const sys::ctl_backend_driver, cdb, entry, lba_len)
+    submit(
+        lun_id,
+        be_lun as *mut sys::ctl_be_lun,
+        backend as *const sys::ctl_backend_driver,
+        cdb,
+        entry,
+        lba_len,
+    )
 }
 
 /// Hands a command to the backend, as CTL's worker thread does, and waits
@@ -691,14 +764,23 @@ fn submit(
     let io_type = with(|c| c.io_type) as *mut sys::malloc_type;
     // SAFETY: a registered malloc type; CTL's I/O pool does not sleep.
     let io = unsafe {
-        malloc::simkern_malloc(std::mem::size_of::<sys::ctl_io>(), io_type, (sys::M_NOWAIT | sys::M_ZERO) as c_int)
+        malloc::simkern_malloc(
+            std::mem::size_of::<sys::ctl_io>(),
+            io_type,
+            (sys::M_NOWAIT | sys::M_ZERO) as c_int,
+        )
     }
     .cast::<sys::ctl_io>();
     // SAFETY: a fresh, zeroed I/O, ours until handed to the backend.
     unsafe {
         let s = &mut (*io).scsiio;
         s.io_hdr.io_type = sys::CTL_IO_SCSI;
-        s.io_hdr.nexus = sys::ctl_nexus { initid: 0, targ_port: port().targ_port, targ_lun: lun_id, targ_mapped_lun: lun_id };
+        s.io_hdr.nexus = sys::ctl_nexus {
+            initid: 0,
+            targ_port: port().targ_port,
+            targ_lun: lun_id,
+            targ_mapped_lun: lun_id,
+        };
         s.io_hdr.flags = sys::CTL_FLAG_DATA_NONE;
         s.io_hdr.status = sys::CTL_STATUS_NONE;
         s.io_hdr.ctl_private[sys::CTL_PRIV_LUN as usize].ptrs[0] = (lun_id as usize + 1) as *mut c_void;
@@ -738,7 +820,9 @@ fn submit(
     let (lock, cv) = &*waiter;
     let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
     while done.is_none() {
-        let (guard, timeout) = cv.wait_timeout(done, COMMAND_DEADLINE).unwrap_or_else(|e| e.into_inner());
+        let (guard, timeout) = cv
+            .wait_timeout(done, COMMAND_DEADLINE)
+            .unwrap_or_else(|e| e.into_inner());
         done = guard;
         if timeout.timed_out() && done.is_none() {
             kpanic!("an I/O on LUN {lun_id} was never completed by the backend ({entry:?})");

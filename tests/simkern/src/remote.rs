@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use iscsi_lun::IscsiLun;
 
-use crate::devices::{CHECK_CONDITION, Command, GOOD, Identity, Outcome, ScsiDevice};
 use crate::console;
+use crate::devices::{CHECK_CONDITION, Command, GOOD, Identity, Outcome, ScsiDevice};
 
 /// A LUN of an iSCSI target, as a device on a simulated bus.
 pub struct IscsiDevice {
@@ -24,7 +24,9 @@ impl IscsiDevice {
     pub fn connect(url: &str) -> Result<IscsiDevice, String> {
         let lun = IscsiLun::connect(url).map_err(|e| format!("{url}: {e}"))?;
         let mut inq = [0u8; 96];
-        let r = lun.execute(&[0x12, 0, 0, 0, 96, 0], &[], &mut inq).map_err(|e| format!("{url}: INQUIRY: {e}"))?;
+        let r = lun
+            .execute(&[0x12, 0, 0, 0, 96, 0], &[], &mut inq)
+            .map_err(|e| format!("{url}: INQUIRY: {e}"))?;
         if r.status != GOOD || r.transferred < 36 {
             return Err(format!("{url}: INQUIRY failed with status {:#04x}", r.status));
         }
@@ -45,7 +47,11 @@ impl IscsiDevice {
             naa: None,
             eui64: None,
         };
-        Ok(IscsiDevice { lun, device_type: inq[0] & 0x1f, identity })
+        Ok(IscsiDevice {
+            lun,
+            device_type: inq[0] & 0x1f,
+            identity,
+        })
     }
 }
 
@@ -63,7 +69,11 @@ impl ScsiDevice for IscsiDevice {
     /// COMMAND, LOGICAL UNIT COMMUNICATION FAILURE (08/00).
     fn execute(&self, cmd: Command<'_>) -> Outcome {
         match self.lun.execute(cmd.cdb, cmd.data_out, cmd.data_in) {
-            Ok(r) => Outcome { status: r.status, sense: r.sense, transferred: r.transferred },
+            Ok(r) => Outcome {
+                status: r.status,
+                sense: r.sense,
+                transferred: r.transferred,
+            },
             Err(e) => {
                 console::print(&format!("iscsi: {e}\n"));
                 let mut sense = vec![0u8; 18];
@@ -71,7 +81,11 @@ impl ScsiDevice for IscsiDevice {
                 sense[2] = 0x0b;
                 sense[7] = 10;
                 sense[12] = 0x08;
-                Outcome { status: CHECK_CONDITION, sense, transferred: 0 }
+                Outcome {
+                    status: CHECK_CONDITION,
+                    sense,
+                    transferred: 0,
+                }
             }
         }
     }
@@ -94,7 +108,11 @@ struct GateState {
 impl<D: ScsiDevice> Gated<D> {
     /// `inner` behind an open gate.
     pub fn new(inner: D) -> Gated<D> {
-        Gated { inner, state: Mutex::default(), changed: Condvar::new() }
+        Gated {
+            inner,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        }
     }
 
     /// The device behind the gate.
@@ -127,7 +145,11 @@ impl<D: ScsiDevice> Gated<D> {
             if left.is_zero() {
                 return false;
             }
-            st = self.changed.wait_timeout(st, left).unwrap_or_else(PoisonError::into_inner).0;
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         true
     }

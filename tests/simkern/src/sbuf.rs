@@ -2,17 +2,21 @@
 //! backend's `lun_info` to append XML to.  The module only appends; the
 //! simulated CTL creates and reads them.
 
-use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ffi::{CStr, c_char, c_int};
 
 use crate::sys;
 
-/// An auto-extending sbuf and its text.
-pub struct Sbuf(Box<String>);
+/// An auto-extending sbuf and its text, at an address that does not move.
+pub struct Sbuf(Box<Text>);
+
+/// What a `struct sbuf` pointer points to in the simulated kernel.
+#[derive(Default)]
+struct Text(String);
 
 impl Sbuf {
     /// An empty sbuf (`sbuf_new_auto`).
     pub fn new() -> Sbuf {
-        Sbuf(Box::new(String::new()))
+        Sbuf(Box::default())
     }
 
     /// The pointer a kernel function receives.
@@ -22,7 +26,7 @@ impl Sbuf {
 
     /// What was appended.
     pub fn text(&self) -> &str {
-        &self.0
+        &self.0.0
     }
 }
 
@@ -33,8 +37,8 @@ impl Default for Sbuf {
 }
 
 fn text<'a>(sb: *mut sys::sbuf) -> &'a mut String {
-    // SAFETY: every sbuf the simulated kernel hands out is an Sbuf's string.
-    unsafe { &mut *sb.cast::<String>() }
+    // SAFETY: every sbuf the simulated kernel hands out is an Sbuf's Text.
+    unsafe { &mut (*sb.cast::<Text>()).0 }
 }
 
 /// `sbuf_cat`.
@@ -46,18 +50,5 @@ fn text<'a>(sb: *mut sys::sbuf) -> &'a mut String {
 pub unsafe extern "C" fn sbuf_cat(sb: *mut sys::sbuf, s: *const c_char) -> c_int {
     // SAFETY: the caller's contract.
     text(sb).push_str(&unsafe { CStr::from_ptr(s) }.to_string_lossy());
-    0
-}
-
-/// `sbuf_bcat`.
-///
-/// # Safety
-///
-/// `sb` comes from an [`Sbuf`]; `buf` holds `len` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn sbuf_bcat(sb: *mut sys::sbuf, buf: *const c_void, len: usize) -> c_int {
-    // SAFETY: the caller's contract.
-    let bytes = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
-    text(sb).push_str(&String::from_utf8_lossy(bytes));
     0
 }

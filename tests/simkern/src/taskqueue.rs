@@ -16,7 +16,10 @@ struct Queue {
     running: Option<usize>,
 }
 
-static QUEUE: Mutex<Queue> = Mutex::new(Queue { waiting: VecDeque::new(), running: None });
+static QUEUE: Mutex<Queue> = Mutex::new(Queue {
+    waiting: VecDeque::new(),
+    running: None,
+});
 static CHANGED: Condvar = Condvar::new();
 static THREAD: OnceLock<()> = OnceLock::new();
 

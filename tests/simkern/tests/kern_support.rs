@@ -243,13 +243,20 @@ struct Elem {
 
 // SAFETY: `link` returns the `link` field.
 unsafe impl Linked for Elem {
-    fn link(&mut self) -> &mut Link<Elem> {
-        &mut self.link
+    fn link(&self) -> &Link<Elem> {
+        &self.link
     }
 }
 
 fn elem(value: u32) -> KBox<Elem> {
-    KBox::new(Elem { value, link: Link::new() }, Wait::NoWait).unwrap()
+    KBox::new(
+        Elem {
+            value,
+            link: Link::new(),
+        },
+        Wait::NoWait,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -268,7 +275,7 @@ fn stailq_is_fifo_appends_in_order_and_frees_what_it_holds() {
     other.push_back(elem(4));
     other.push_back(elem(5));
     q.append(&mut other);
-    assert!(other.is_empty() && other.len() == 0);
+    assert_eq!((other.is_empty(), other.len()), (true, 0));
     q.push_back(elem(6));
     let taken = q.take();
     assert!(q.is_empty());
@@ -278,5 +285,9 @@ fn stailq_is_fifo_appends_in_order_and_frees_what_it_holds() {
     dropped.push_back(elem(7));
     dropped.push_back(elem(8));
     drop(dropped);
-    assert_eq!(malloc::stats("ctlpass").unwrap().in_use, before, "a dropped queue frees its elements");
+    assert_eq!(
+        malloc::stats("ctlpass").unwrap().in_use,
+        before,
+        "a dropped queue frees its elements"
+    );
 }

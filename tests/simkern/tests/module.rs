@@ -265,13 +265,16 @@ fn lun_requests_answer_with_an_error_string() {
     assert_eq!(ctlpass::kern::ctl::CTL_LUN_REQ, unsafe { sys::simkern_ctl_lun_req });
     let mut req: sys::ctl_lun_req = unsafe { std::mem::zeroed() };
     req.reqtype = sys::CTL_LUNREQ_CREATE;
-    let rc = ctlpass::kern::entry::ctlpass_be_ioctl(
-        std::ptr::null_mut(),
-        ctlpass::kern::ctl::CTL_LUN_REQ,
-        (&raw mut req).cast(),
-        0,
-        std::ptr::null_mut(),
-    );
+    // SAFETY: a CTL_LUN_REQ with a request that lives for the call.
+    let rc = unsafe {
+        ctlpass::kern::entry::ctlpass_be_ioctl(
+            std::ptr::null_mut(),
+            ctlpass::kern::ctl::CTL_LUN_REQ,
+            (&raw mut req).cast(),
+            0,
+            std::ptr::null_mut(),
+        )
+    };
     assert_eq!(rc, 0, "errors travel in the request, not as an errno");
     assert_eq!(req.status, sys::CTL_LUN_ERROR);
     let text = unsafe { std::ffi::CStr::from_ptr(req.error_str.as_ptr()) }
@@ -281,7 +284,9 @@ fn lun_requests_answer_with_an_error_string() {
         text,
         "option \"device\" is required (e.g. device=da3, cam=0:1:0, devid=naa.5000c500a1b2c3d4 or serial=Z1Z3ABCD)"
     );
-    let rc =
-        ctlpass::kern::entry::ctlpass_be_ioctl(std::ptr::null_mut(), 0, std::ptr::null_mut(), 0, std::ptr::null_mut());
+    // SAFETY: an unknown command with no argument.
+    let rc = unsafe {
+        ctlpass::kern::entry::ctlpass_be_ioctl(std::ptr::null_mut(), 0, std::ptr::null_mut(), 0, std::ptr::null_mut())
+    };
     assert_eq!(rc, sys::ENOTTY as i32);
 }

@@ -268,7 +268,9 @@ unsafe fn done(ccb: *mut sys::ccb) {
     unsafe {
         let h = &(*ccb).ccb_h;
         let periph = ccb_periph(ccb);
-        let Some(cb) = h.cbfcnp else { kpanic!("xpt_done: a queued CCB without a completion callback") };
+        let Some(cb) = h.cbfcnp else {
+            kpanic!("xpt_done: a queued CCB without a completion callback")
+        };
         if h.flags & sys::CAM_UNLOCKED != 0 {
             cb(periph, ccb);
         } else {
@@ -325,7 +327,10 @@ fn execute_scsi(device: &Device, csio: &mut sys::ccb_scsiio) {
         return;
     }
     if flags & sys::CAM_DATA_MASK != sys::CAM_DATA_VADDR {
-        kpanic!("CAM: data type {:#x} not supported by the simulated SIM", flags & sys::CAM_DATA_MASK);
+        kpanic!(
+            "CAM: data type {:#x} not supported by the simulated SIM",
+            flags & sys::CAM_DATA_MASK
+        );
     }
     let len = csio.dxfer_len as usize;
     let dir = flags & sys::CAM_DIR_MASK;
@@ -337,9 +342,17 @@ fn execute_scsi(device: &Device, csio: &mut sys::ccb_scsiio) {
     };
     let emulated = device.state().emulated.clone();
     let outcome = if dir == sys::CAM_DIR_OUT {
-        emulated.execute(Command { cdb: &cdb, data_out: buf, data_in: &mut [] })
+        emulated.execute(Command {
+            cdb: &cdb,
+            data_out: buf,
+            data_in: &mut [],
+        })
     } else {
-        emulated.execute(Command { cdb: &cdb, data_out: &[], data_in: buf })
+        emulated.execute(Command {
+            cdb: &cdb,
+            data_out: &[],
+            data_in: buf,
+        })
     };
     csio.scsi_status = outcome.status;
     csio.resid = (len - outcome.transferred.min(len)) as u32;
@@ -377,4 +390,3 @@ pub fn frozen(path_id: u32, target: u32, lun: u64) -> u32 {
         .find(|d| d.path_id == path_id && d.target == target && d.lun == lun)
         .map_or(0, |d| d.state().frozen)
 }
-

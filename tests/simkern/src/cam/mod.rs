@@ -117,7 +117,11 @@ fn path_ref<'a>(p: *mut sys::cam_path) -> &'a Path {
 }
 
 fn new_path(device: &Arc<Device>) -> *mut sys::cam_path {
-    Box::into_raw(Box::new(Path { device: device.clone(), periph: std::ptr::null_mut() })).cast()
+    Box::into_raw(Box::new(Path {
+        device: device.clone(),
+        periph: std::ptr::null_mut(),
+    }))
+    .cast()
 }
 
 fn free_path(p: *mut sys::cam_path) {
@@ -289,7 +293,11 @@ fn insert_device(cam: &Arc<Cam>, path_id: u32, spec: &DeviceSpec) -> Arc<Device>
         ds.emulated = spec.device.clone();
         return d.clone();
     }
-    let openings = st.buses.iter().find(|b| b.path_id == path_id).map_or(1, |b| b.openings.max(1));
+    let openings = st
+        .buses
+        .iter()
+        .find(|b| b.path_id == path_id)
+        .map_or(1, |b| b.openings.max(1));
     let device = Arc::new(Device {
         path_id,
         target: spec.target,
@@ -482,7 +490,10 @@ pub unsafe extern "C" fn xpt_action(ccb: *mut sys::ccb) {
         sys::XPT_GDEV_TYPE => unsafe {
             let keep = (*ccb).ccb_h;
             (*ccb).cgd = fill_getdev(&path.device);
-            (*ccb).ccb_h = sys::ccb_hdr { status: sys::CAM_REQ_CMP, ..keep };
+            (*ccb).ccb_h = sys::ccb_hdr {
+                status: sys::CAM_REQ_CMP,
+                ..keep
+            };
         },
         // SAFETY: as above.
         sys::XPT_PATH_INQ => unsafe {
