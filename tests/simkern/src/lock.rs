@@ -332,17 +332,32 @@ pub unsafe extern "C" fn _sleep(
     _pr: sys::sbintime_t,
     _flags: c_int,
 ) -> c_int {
-    let c: *mut usize = lock.cast::<u8>().wrapping_add(std::mem::offset_of!(sys::mtx, mtx_lock)).cast();
+    let c: *mut usize = lock
+        .cast::<u8>()
+        .wrapping_add(std::mem::offset_of!(sys::mtx, mtx_lock))
+        .cast();
     if word(c).load(Ordering::Acquire) != curthread() {
         // SAFETY: the caller passes a wait message.
         let wmesg = unsafe { CStr::from_ptr(wmesg) }.to_string_lossy();
         kpanic!("msleep(\"{wmesg}\"): interlock {} not held", name_of(c));
     }
-    let others: Vec<String> = HELD.with(|h| h.borrow().iter().filter(|(a, _)| *a != c as usize).map(|(_, n)| n.clone()).collect());
+    let others: Vec<String> = HELD.with(|h| {
+        h.borrow()
+            .iter()
+            .filter(|(a, _)| *a != c as usize)
+            .map(|(_, n)| n.clone())
+            .collect()
+    });
     if !others.is_empty() {
-        kpanic!("msleep: sleeping with non-sleepable locks held besides the interlock: {}", others.join(", "));
+        kpanic!(
+            "msleep: sleeping with non-sleepable locks held besides the interlock: {}",
+            others.join(", ")
+        );
     }
-    let deadline = (sbt > 0).then(|| Instant::now() + Duration::from_nanos(u64::try_from((i128::from(sbt) * 1_000_000_000) >> 32).unwrap_or(u64::MAX)));
+    let deadline = (sbt > 0).then(|| {
+        Instant::now()
+            + Duration::from_nanos(u64::try_from((i128::from(sbt) * 1_000_000_000) >> 32).unwrap_or(u64::MAX))
+    });
     let mut q = SLEEPQ.lock().unwrap_or_else(|e| e.into_inner());
     let key = chan as usize;
     let start = *q.get_or_insert_with(Default::default).entry(key).or_insert(0);
@@ -360,7 +375,10 @@ pub unsafe extern "C" fn _sleep(
             Some(d) => d - Instant::now(),
             None => Duration::from_millis(50),
         };
-        q = SLEEPQ_CV.wait_timeout(q, wait.min(Duration::from_millis(50))).unwrap_or_else(|e| e.into_inner()).0;
+        q = SLEEPQ_CV
+            .wait_timeout(q, wait.min(Duration::from_millis(50)))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     };
     drop(q);
     // SAFETY: re-taking the interlock the caller held.
@@ -379,9 +397,20 @@ pub extern "C" fn wakeup(chan: *const c_void) {
 /// WITNESS's check before a sleep that releases `interlock`: panics if the
 /// current thread holds any other mutex.
 pub fn assert_may_sleep_holding(interlock: *mut sys::mtx, what: &str) {
-    let c = interlock.cast::<u8>().wrapping_add(std::mem::offset_of!(sys::mtx, mtx_lock)) as usize;
-    let others: Vec<String> = HELD.with(|h| h.borrow().iter().filter(|(a, _)| *a != c).map(|(_, n)| n.clone()).collect());
+    let c = interlock
+        .cast::<u8>()
+        .wrapping_add(std::mem::offset_of!(sys::mtx, mtx_lock)) as usize;
+    let others: Vec<String> = HELD.with(|h| {
+        h.borrow()
+            .iter()
+            .filter(|(a, _)| *a != c)
+            .map(|(_, n)| n.clone())
+            .collect()
+    });
     if !others.is_empty() {
-        kpanic!("{what}: sleeping with non-sleepable locks held besides the interlock: {}", others.join(", "));
+        kpanic!(
+            "{what}: sleeping with non-sleepable locks held besides the interlock: {}",
+            others.join(", ")
+        );
     }
 }

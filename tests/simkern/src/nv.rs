@@ -35,7 +35,10 @@ fn create(items: Vec<(CString, CString)>) -> *mut sys::nvlist_t {
 pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> *mut sys::nvlist_t {
     let nvl = create(Vec::new());
     for (name, value) in pairs {
-        let (name, value) = (CString::new(name).unwrap_or_default(), CString::new(value).unwrap_or_default());
+        let (name, value) = (
+            CString::new(name).unwrap_or_default(),
+            CString::new(value).unwrap_or_default(),
+        );
         // SAFETY: a valid list and NUL-terminated strings.
         unsafe { nvlist_add_string(nvl, name.as_ptr(), value.as_ptr()) };
     }
@@ -73,7 +76,11 @@ pub unsafe extern "C" fn nvlist_destroy(nvl: *mut sys::nvlist_t) {
 /// `nvlist_error`.
 #[unsafe(no_mangle)]
 pub extern "C" fn nvlist_error(nvl: *const sys::nvlist_t) -> c_int {
-    if nvl.is_null() { sys::ENOMEM as c_int } else { list(nvl).error }
+    if nvl.is_null() {
+        sys::ENOMEM as c_int
+    } else {
+        list(nvl).error
+    }
 }
 
 /// `nvlist_empty`.
@@ -157,7 +164,11 @@ pub unsafe extern "C" fn dnvlist_get_string(
     defval: *const c_char,
 ) -> *const c_char {
     let wanted = name_of(name);
-    list(nvl).items.iter().find(|(n, _)| *n == wanted).map_or(defval, |(_, v)| v.as_ptr())
+    list(nvl)
+        .items
+        .iter()
+        .find(|(n, _)| *n == wanted)
+        .map_or(defval, |(_, v)| v.as_ptr())
 }
 
 /// `nvlist_free_string`: removes the element; aborts if absent.
@@ -182,10 +193,16 @@ pub unsafe extern "C" fn nvlist_free_string(nvl: *mut sys::nvlist_t, name: *cons
 ///
 /// `typep` is NULL or writable; `cookiep` is writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvlist_next(nvl: *const sys::nvlist_t, typep: *mut c_int, cookiep: *mut *mut c_void) -> *const c_char {
+pub unsafe extern "C" fn nvlist_next(
+    nvl: *const sys::nvlist_t,
+    typep: *mut c_int,
+    cookiep: *mut *mut c_void,
+) -> *const c_char {
     // SAFETY: the caller's contract: the cookie is what we stored, an index + 1.
     let at = unsafe { *cookiep } as usize;
-    let Some((name, _)) = list(nvl).items.get(at) else { return std::ptr::null() };
+    let Some((name, _)) = list(nvl).items.get(at) else {
+        return std::ptr::null();
+    };
     // SAFETY: the caller's contract.
     unsafe {
         *cookiep = (at + 1) as *mut c_void;
