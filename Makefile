@@ -3,7 +3,8 @@
 #   make test   install what is missing, then check formatting, lint, run all
 #               host tests (pure SCSI logic, the simulated FreeBSD kernel),
 #               build the kernel object and ctlpass.ko, and audit both
-#   make demo   run ctlpass in the simulated kernel (examples/demo.sim)
+#   make demo   run ctlpass in the simulated kernel (scripts/demo.ctl: an
+#               emulated disk and a real tgtd disk exported through CTL)
 #
 # On FreeBSD 14/15, build the real module with `make -C kmod` (see README).
 
@@ -15,7 +16,7 @@ SIM = $(CARGO) run -q -p simkern --bin ctlpass-sim --
 test: deps lint host-test check-freebsd14 audit
 
 demo: deps
-	$(SIM) --script examples/demo.sim
+	$(SIM) --script scripts/demo.ctl
 
 deps:
 	scripts/install-deps.sh
@@ -25,9 +26,10 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	KOBJ_CARGO_COMMAND=clippy scripts/build-kobj.sh -- -D warnings
 
+# tests/simkern/tests/shell.rs runs ctlpass-sim's scripts (its tgtd part only
+# where tgtd can start), so host tests need no tgtd.
 host-test:
 	$(CARGO) test --workspace
-	$(SIM) --script examples/demo.sim >/dev/null
 
 # The FreeBSD 14 layouts of the CTL structures (selected by __FreeBSD_version).
 check-freebsd14:

@@ -6,7 +6,7 @@
 use core::fmt;
 
 use super::options::{HaRole, LunOptions};
-use crate::kern::ctl::{CreateParams, DEVICE_ID_LEN, LunFlags, SERIAL_LEN};
+use crate::kern::ctl::{BeLunParams, CreateParams, DEVICE_ID_LEN, LunFlags, SERIAL_LEN};
 use crate::scsi::capacity::Capacity;
 use crate::scsi::inquiry::{Inquiry, PeripheralType};
 use crate::scsi::vpd::{BlockLimits, DesignatorKind, Provisioning, lu_designator};
@@ -31,33 +31,12 @@ pub struct Probe<'a> {
 /// The LUN, as CTL will present it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan<'a> {
-    /// `T_DIRECT` or `T_CDROM`.
-    pub lun_type: u8,
-    /// Flags for CTL.
-    pub flags: LunFlags,
-    /// The last LBA (0 without a medium).
-    pub maxlba: u64,
-    /// Bytes per block.
-    pub blocksize: u32,
-    /// Logical blocks per physical block exponent.
-    pub pblockexp: u16,
-    /// Lowest aligned LBA.
-    pub pblockoff: u16,
-    /// Logical blocks per unmap block exponent.
-    pub ublockexp: u16,
-    /// Lowest LBA aligned to an unmap block.
-    pub ublockoff: u16,
-    /// Optimal transfer length in blocks (0: not reported).
-    pub opttxferlen: u32,
-    /// The serial number for VPD 0x80, NUL padded (CTL shows 16 bytes,
-    /// space padded).
-    pub serial_num: [u8; SERIAL_LEN],
+    /// The `ctl_be_lun` fields.
+    pub lun: BeLunParams,
     /// Whether the device's serial number was longer than CTL's 16 bytes
-    /// (`serial_num` then holds its last 16, the part that tells units
-    /// apart).
+    /// (`lun.serial_num` then holds its last 16, the part that tells units
+    /// apart; `lun.device_id` holds it whole, up to 64 bytes).
     pub serial_truncated: bool,
-    /// CTL's T10 vendor ID designator after the vendor: the full serial.
-    pub device_id: [u8; DEVICE_ID_LEN],
     /// The device's NAA designator, for CTL's `naa` option.
     pub naa: Option<&'a [u8]>,
     /// The device's EUI-64 designator, for CTL's `eui` option.
@@ -266,18 +245,20 @@ pub fn plan<'a>(probe: &Probe<'a>, asked: &CreateParams, opts: &LunOptions<'_>) 
         (0, 0)
     };
     Ok(Plan {
-        lun_type,
-        flags,
-        maxlba,
-        blocksize,
-        pblockexp: probe.capacity.map_or(0, |c| u16::from(c.physical_exponent)),
-        pblockoff: probe.capacity.map_or(0, |c| c.lowest_aligned),
-        ublockexp,
-        ublockoff,
-        opttxferlen: limits.optimal_transfer,
-        serial_num,
+        lun: BeLunParams {
+            lun_type,
+            flags,
+            maxlba,
+            blocksize,
+            pblockexp: probe.capacity.map_or(0, |c| u16::from(c.physical_exponent)),
+            pblockoff: probe.capacity.map_or(0, |c| c.lowest_aligned),
+            ublockexp,
+            ublockoff,
+            opttxferlen: limits.optimal_transfer,
+            serial_num,
+            device_id,
+        },
         serial_truncated,
-        device_id,
         naa: lu_designator(probe.devid_page, DesignatorKind::Naa),
         eui: lu_designator(probe.devid_page, DesignatorKind::Eui64),
         removable: lun_type == PeripheralType::DIRECT.0 && probe.inquiry.removable,
@@ -353,12 +334,14 @@ mod tests {
         assert!(
             plan(&disk(b"Z", &d), &asked(), &o(false, false))
                 .unwrap()
+                .lun
                 .flags
                 .contains(LunFlags::PRIMARY)
         );
         assert!(
             !plan(&disk(b"Z", &d), &asked(), &secondary)
                 .unwrap()
+                .lun
                 .flags
                 .contains(LunFlags::PRIMARY)
         );
@@ -379,19 +362,19 @@ mod tests {
     fn a_disk_is_mirrored() {
         let d = devid();
         let p = plan(&disk(b"Z1Z3ABCD", &d), &asked(), &o(false, false)).unwrap();
-        assert_eq!(p.lun_type, 0);
+        assert_eq!(p.lun.lun_type, 0);
         assert_eq!(
-            p.flags,
+            p.lun.flags,
             LunFlags::SERIAL_NUM | LunFlags::DEVID | LunFlags::PRIMARY | LunFlags::UNMAP
         );
         assert_eq!(
-            (p.maxlba, p.blocksize, p.pblockexp, p.opttxferlen),
+            (p.lun.maxlba, p.lun.blocksize, p.lun.pblockexp, p.lun.opttxferlen),
             (16383, 512, 3, 128)
         );
-        assert_eq!((p.ublockexp, p.ublockoff), (3, 0));
-        assert_eq!(&p.serial_num, b"Z1Z3ABCD\0\0\0\0\0\0\0\0");
+        assert_eq!((p.lun.ublockexp, p.lun.ublockoff), (3, 0));
+        assert_eq!(&p.lun.serial_num, b"Z1Z3ABCD\0\0\0\0\0\0\0\0");
         assert!(!p.serial_truncated);
-        assert_eq!(&p.device_id[..10], b"Z1Z3ABCD\0\0");
+        assert_eq!(&p.lun.device_id[..10], b"Z1Z3ABCD\0\0");
         assert_eq!(p.naa, Some(&[0x50, 0, 0xc5, 0, 0xa1, 0xb2, 0xc3, 0xd4][..]));
         assert_eq!(p.eui, Some(&[1, 2, 3, 4, 5, 6, 7, 8][..]));
         assert!(p.unmap_limits.is_some());
@@ -401,10 +384,10 @@ mod tests {
     #[test]
     fn long_serials_keep_their_tail() {
         let p = plan(&disk(b"S6PXNM0T123456X78901", &[]), &asked(), &o(false, false)).unwrap();
-        assert_eq!(&p.serial_num, b"NM0T123456X78901");
+        assert_eq!(&p.lun.serial_num, b"NM0T123456X78901");
         assert!(p.serial_truncated);
         assert_eq!(
-            &p.device_id[..20],
+            &p.lun.device_id[..20],
             b"S6PXNM0T123456X78901",
             "the device id keeps it whole"
         );
@@ -420,9 +403,9 @@ mod tests {
             ..asked()
         };
         let p = plan(&disk(b"Z1", &[]), &a, &o(false, true)).unwrap();
-        assert_eq!(&p.serial_num, b"MYSERIAL        ");
-        assert_eq!(p.device_id, [b'x'; 64]);
-        assert!(p.flags.contains(LunFlags::READONLY | LunFlags::ID_REQ));
+        assert_eq!(&p.lun.serial_num, b"MYSERIAL        ");
+        assert_eq!(p.lun.device_id, [b'x'; 64]);
+        assert!(p.lun.flags.contains(LunFlags::READONLY | LunFlags::ID_REQ));
     }
 
     #[test]
@@ -435,9 +418,9 @@ mod tests {
             ..disk(b"R8", &[])
         };
         let p = plan(&cd, &asked(), &o(false, false)).unwrap();
-        assert_eq!((p.lun_type, p.maxlba, p.blocksize), (5, 0, 2048));
-        assert!(p.flags.contains(LunFlags::NO_MEDIA));
-        assert!(!p.flags.contains(LunFlags::UNMAP));
+        assert_eq!((p.lun.lun_type, p.lun.maxlba, p.lun.blocksize), (5, 0, 2048));
+        assert!(p.lun.flags.contains(LunFlags::NO_MEDIA));
+        assert!(!p.lun.flags.contains(LunFlags::UNMAP));
         assert!(!p.removable, "CTL makes CDs removable itself");
     }
 
@@ -484,7 +467,7 @@ mod tests {
             ..asked()
         };
         let w = plan(&disk(b"Z", &d), &bs, &o(false, false)).unwrap();
-        assert_eq!(w.blocksize, 512, "the device's geometry wins");
+        assert_eq!(w.lun.blocksize, 512, "the device's geometry wins");
         assert_eq!(
             format!("{}", About(&"da0", w.warning.unwrap())),
             "blocksize 4096 ignored: da0 has 512-byte blocks (strict=on refuses this)"
@@ -505,6 +488,7 @@ mod tests {
         assert!(
             !plan(&p, &asked(), &o(false, false))
                 .unwrap()
+                .lun
                 .flags
                 .contains(LunFlags::UNMAP)
         );
@@ -512,6 +496,7 @@ mod tests {
         assert!(
             plan(&p, &asked(), &o(false, false))
                 .unwrap()
+                .lun
                 .flags
                 .contains(LunFlags::UNMAP),
             "LBPME alone"
@@ -520,6 +505,7 @@ mod tests {
         assert!(
             !plan(&p, &asked(), &o(false, false))
                 .unwrap()
+                .lun
                 .flags
                 .contains(LunFlags::UNMAP)
         );

@@ -460,21 +460,11 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
         let _ = write!(s, "{}", Ascii(probed.serial));
         s
     });
-    let lun_type = plan.lun_type;
+    let lun_type = plan.lun.lun_type;
     let warning = plan.warning.map(|w| message(&About(&name.as_str(), w)));
     let config = LunConfig {
-        lun_type,
-        flags: plan.flags,
-        maxlba: plan.maxlba,
-        blocksize: plan.blocksize,
-        pblockexp: plan.pblockexp,
-        pblockoff: plan.pblockoff,
-        ublockexp: plan.ublockexp,
-        ublockoff: plan.ublockoff,
-        opttxferlen: plan.opttxferlen,
+        params: plan.lun,
         req_lun_id: asked.lun_id.unwrap_or(0),
-        serial_num: plan.serial_num,
-        device_id: plan.device_id,
         options,
     };
     drop(bufs);

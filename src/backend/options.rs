@@ -2,6 +2,12 @@
 //! LUN's `path` and `option` lines in ctl.conf): which device, and how.
 //! Options this backend does not know are left for CTL (vendor, product,
 //! naa, removable, ...).
+//!
+//! The device is named by one of the options `device` (and `file`, which
+//! ctld sends for `path`): `da3`, `/dev/da3`, `pass4`, ... or, as in
+//! ctl.conf, `cam=0:1:0`, `devid=naa.<hex>`, `serial=<serial>`; or by the
+//! options `cam`, `devid` and `serial` themselves (`ctladm create -o
+//! cam=0:1:0`: ctladm cuts an option's value at its next `=`).
 
 use core::fmt;
 
@@ -32,61 +38,99 @@ pub enum DeviceName<'a> {
     Serial(&'a str),
 }
 
+/// The forms of a device name.
+#[derive(Clone, Copy)]
+enum Form {
+    /// `da3`, `/dev/da3`, ...
+    Periph,
+    /// `0:1:0`.
+    Address,
+    /// `naa.<hex>`, `eui.<hex>`.
+    DevId,
+    /// A serial number.
+    Serial,
+}
+
+/// The options that name a device, and the form of their values (`None`:
+/// any form, with its prefix).
+const DEVICE_OPTIONS: [(&str, Option<Form>); 5] = [
+    ("device", None),
+    ("file", None),
+    ("cam", Some(Form::Address)),
+    ("devid", Some(Form::DevId)),
+    ("serial", Some(Form::Serial)),
+];
+
 impl<'a> DeviceName<'a> {
-    /// Parses a device name.
+    /// Parses the value of option `device` or `file`: a periph name, or a
+    /// name in another form with its prefix (`cam=`, `devid=`, `serial=`).
     pub fn parse(text: &'a str) -> Result<DeviceName<'a>, OptionError<'a>> {
-        let bad = |why| OptionError::BadDeviceName { text, why };
-        if let Some(addr) = text.strip_prefix("cam=") {
-            let parts = split_at_byte(addr, b':').and_then(|(p, rest)| Some((p, split_at_byte(rest, b':')?)));
-            let Some((p, (t, l))) = parts.filter(|(_, (_, l))| !l.as_bytes().contains(&b':')) else {
-                return Err(bad("expected cam=bus:target:lun"));
-            };
-            let (Ok(path_id), Ok(target_id), Ok(lun_id)) = (p.parse(), t.parse(), l.parse()) else {
-                return Err(bad("bus, target and lun must be numbers"));
-            };
-            return Ok(DeviceName::Address {
-                path_id,
-                target_id,
-                lun_id,
-            });
-        }
-        if let Some(id) = text.strip_prefix("devid=") {
-            let (scheme, hex) = split_at_byte(id, b'.').ok_or(bad("expected devid=naa.<hex> or devid=eui.<hex>"))?;
-            let scheme_ok = scheme.eq_ignore_ascii_case("naa") || scheme.eq_ignore_ascii_case("eui");
-            if !scheme_ok || ![16, 24, 32].contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(
-                    "expected devid=naa.<hex> or devid=eui.<hex> with 16, 24 or 32 hex digits",
-                ));
+        Self::parse_option("device", text, None)
+    }
+
+    /// Parses the value of option `option`, of form `form` (`None`: any
+    /// form, prefixed).
+    fn parse_option(option: &'a str, text: &'a str, form: Option<Form>) -> Result<DeviceName<'a>, OptionError<'a>> {
+        let (form, value) = match form {
+            Some(f) => (f, text),
+            None => [
+                ("cam=", Form::Address),
+                ("devid=", Form::DevId),
+                ("serial=", Form::Serial),
+            ]
+            .into_iter()
+            .find_map(|(prefix, f)| Some((f, text.strip_prefix(prefix)?)))
+            .unwrap_or((Form::Periph, text)),
+        };
+        let bad = |why| OptionError::BadDeviceName { option, text, why };
+        match form {
+            Form::Address => {
+                let parts = split_at_byte(value, b':').and_then(|(p, rest)| Some((p, split_at_byte(rest, b':')?)));
+                let Some((p, (t, l))) = parts.filter(|(_, (_, l))| !l.as_bytes().contains(&b':')) else {
+                    return Err(bad("expected bus:target:lun, as camcontrol devlist shows (e.g. 0:1:0)"));
+                };
+                let (Ok(path_id), Ok(target_id), Ok(lun_id)) = (p.parse(), t.parse(), l.parse()) else {
+                    return Err(bad("bus, target and lun must be numbers"));
+                };
+                Ok(DeviceName::Address {
+                    path_id,
+                    target_id,
+                    lun_id,
+                })
             }
-            return Ok(DeviceName::DevId(id));
+            Form::DevId => {
+                let (scheme, hex) = split_at_byte(value, b'.').ok_or(bad("expected naa.<hex> or eui.<hex>"))?;
+                let scheme_ok = scheme.eq_ignore_ascii_case("naa") || scheme.eq_ignore_ascii_case("eui");
+                if !scheme_ok || ![16, 24, 32].contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad("expected naa.<hex> or eui.<hex> with 16, 24 or 32 hex digits"));
+                }
+                Ok(DeviceName::DevId(value))
+            }
+            Form::Serial if value.is_empty() => Err(bad("the serial number is empty")),
+            Form::Serial => Ok(DeviceName::Serial(value)),
+            Form::Periph => {
+                let name = value.strip_prefix("/dev/").unwrap_or(value);
+                let split = name
+                    .bytes()
+                    .position(|b| b.is_ascii_digit())
+                    .ok_or(bad("no unit number"))?;
+                let (Some(driver), Some(unit)) = (name.get(..split), name.get(split..)) else {
+                    return Err(bad("no unit number"));
+                };
+                if driver.is_empty() || !driver.bytes().all(|b| b.is_ascii_lowercase()) {
+                    return Err(bad(
+                        "expected a device like da3, cam=0:1:0, devid=naa.<hex> or serial=<serial>",
+                    ));
+                }
+                let unit = unit.parse().map_err(|_| bad("the unit is not a number"))?;
+                // sa(4)'s no-rewind and eject-on-close nodes name the same drive.
+                let driver = match driver {
+                    "nsa" | "esa" => "sa",
+                    d => d,
+                };
+                Ok(DeviceName::Periph { driver, unit })
+            }
         }
-        if let Some(serial) = text.strip_prefix("serial=") {
-            return if serial.is_empty() {
-                Err(bad("the serial number is empty"))
-            } else {
-                Ok(DeviceName::Serial(serial))
-            };
-        }
-        let name = text.strip_prefix("/dev/").unwrap_or(text);
-        let split = name
-            .bytes()
-            .position(|b| b.is_ascii_digit())
-            .ok_or(bad("no unit number"))?;
-        let (Some(driver), Some(unit)) = (name.get(..split), name.get(split..)) else {
-            return Err(bad("no unit number"));
-        };
-        if driver.is_empty() || !driver.bytes().all(|b| b.is_ascii_lowercase()) {
-            return Err(bad(
-                "expected a device like da3, cam=0:1:0, devid=naa.<hex> or serial=<serial>",
-            ));
-        }
-        let unit = unit.parse().map_err(|_| bad("the unit is not a number"))?;
-        // sa(4)'s no-rewind and eject-on-close nodes name the same drive.
-        let driver = match driver {
-            "nsa" | "esa" => "sa",
-            d => d,
-        };
-        Ok(DeviceName::Periph { driver, unit })
     }
 }
 
@@ -154,16 +198,18 @@ pub enum OptionError<'a> {
         /// The values it takes.
         expected: &'static str,
     },
-    /// `device` and `file` name different devices.
+    /// Two options name devices, not the same way.
     Conflict {
-        /// The `device` option.
-        device: &'a str,
-        /// The `file` option.
-        file: &'a str,
+        /// The first option and its value.
+        first: (&'a str, &'a str),
+        /// The other option and its value.
+        second: (&'a str, &'a str),
     },
     /// A device name that cannot be parsed.
     BadDeviceName {
-        /// The name.
+        /// The option.
+        option: &'a str,
+        /// Its value.
         text: &'a str,
         /// What is wrong with it.
         why: &'static str,
@@ -174,18 +220,31 @@ impl fmt::Display for OptionError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OptionError::MissingDevice => f.write_str(
-                "option \"device\" is required (e.g. device=da3, cam=0:1:0, devid=naa.5000c500a1b2c3d4 or serial=Z1Z3ABCD)",
+                "option \"device\" is required (e.g. device=da3), or \"cam\", \"devid\" or \"serial\" \
+                 (cam=0:1:0, devid=naa.5000c500a1b2c3d4, serial=Z1Z3ABCD)",
             ),
             OptionError::NotText(name) => {
-                write!(f, "option \"{}\" must be a string of UTF-8 text", crate::scsi::Ascii(name))
+                write!(
+                    f,
+                    "option \"{}\" must be a string of UTF-8 text",
+                    crate::scsi::Ascii(name)
+                )
             }
             OptionError::BadValue { name, value, expected } => {
                 write!(f, "option \"{name}\": \"{value}\" is not {expected}")
             }
-            OptionError::Conflict { device, file } => {
-                write!(f, "options \"device\" ({device}) and \"file\" ({file}) name different devices")
+            OptionError::Conflict {
+                first: (a, va),
+                second: (b, vb),
+            } => {
+                write!(
+                    f,
+                    "options \"{a}\" ({va}) and \"{b}\" ({vb}) disagree: name the device once"
+                )
             }
-            OptionError::BadDeviceName { text, why } => write!(f, "invalid device name \"{text}\": {why}"),
+            OptionError::BadDeviceName { option, text, why } => {
+                write!(f, "option \"{option}\": invalid device name \"{text}\": {why}")
+            }
         }
     }
 }
@@ -220,28 +279,37 @@ fn ha_role(value: &str) -> Result<HaRole, OptionError<'_>> {
 
 /// Reads this backend's options from a request's options.
 pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOptions<'a>, OptionError<'a>> {
-    let (mut device, mut file, mut strict, mut readonly, mut role) = (None, None, false, false, HaRole::Primary);
+    let (mut strict, mut readonly, mut role) = (false, false, HaRole::Primary);
+    // The first option naming the device: its name, value and meaning.
+    let mut named: Option<(&'a str, &'a str, DeviceName<'a>)> = None;
     for (name, value) in options {
         let text = |v: Option<&'a [u8]>| {
             v.and_then(|v| core::str::from_utf8(v).ok())
                 .ok_or(OptionError::NotText(name))
         };
+        if let Some(&(option, form)) = DEVICE_OPTIONS.iter().find(|(o, _)| o.as_bytes() == name) {
+            let value = text(value)?;
+            let device = DeviceName::parse_option(option, value, form)?;
+            match named {
+                None => named = Some((option, value, device)),
+                Some((first, first_value, d)) if d != device => {
+                    return Err(OptionError::Conflict {
+                        first: (first, first_value),
+                        second: (option, value),
+                    });
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
         match name {
-            b"device" => device = Some(text(value)?),
-            b"file" => file = Some(text(value)?),
             b"strict" => strict = on_off("strict", text(value)?)?,
             b"readonly" => readonly = on_off("readonly", text(value)?)?,
             b"ha_role" => role = ha_role(text(value)?)?,
             _ => {}
         }
     }
-    let device = match (device, file) {
-        (Some(d), Some(f)) if DeviceName::parse(d)? != DeviceName::parse(f)? => {
-            return Err(OptionError::Conflict { device: d, file: f });
-        }
-        (Some(d), _) | (None, Some(d)) => DeviceName::parse(d)?,
-        (None, None) => return Err(OptionError::MissingDevice),
-    };
+    let (_, _, device) = named.ok_or(OptionError::MissingDevice)?;
     Ok(LunOptions {
         device,
         strict,
@@ -298,31 +366,68 @@ mod tests {
     #[test]
     fn bad_device_names_say_why() {
         let e = |t| format!("{}", DeviceName::parse(t).unwrap_err());
-        assert_eq!(e("da"), "invalid device name \"da\": no unit number");
+        assert_eq!(e("da"), "option \"device\": invalid device name \"da\": no unit number");
         assert_eq!(
             e("DA3"),
-            "invalid device name \"DA3\": expected a device like da3, cam=0:1:0, devid=naa.<hex> or serial=<serial>"
+            "option \"device\": invalid device name \"DA3\": expected a device like da3, cam=0:1:0, devid=naa.<hex> or serial=<serial>"
         );
-        assert_eq!(e("da3x"), "invalid device name \"da3x\": the unit is not a number");
+        assert_eq!(
+            e("da3x"),
+            "option \"device\": invalid device name \"da3x\": the unit is not a number"
+        );
         assert_eq!(
             e("cam=1:2"),
-            "invalid device name \"cam=1:2\": expected cam=bus:target:lun"
+            "option \"device\": invalid device name \"cam=1:2\": expected bus:target:lun, as camcontrol devlist shows (e.g. 0:1:0)"
         );
         assert_eq!(
             e("cam=a:b:c"),
-            "invalid device name \"cam=a:b:c\": bus, target and lun must be numbers"
+            "option \"device\": invalid device name \"cam=a:b:c\": bus, target and lun must be numbers"
         );
         assert_eq!(
             e("devid=naa.123"),
-            "invalid device name \"devid=naa.123\": expected devid=naa.<hex> or devid=eui.<hex> with 16, 24 or 32 hex digits"
+            "option \"device\": invalid device name \"devid=naa.123\": expected naa.<hex> or eui.<hex> with 16, 24 or 32 hex digits"
         );
         assert_eq!(
             e("serial="),
-            "invalid device name \"serial=\": the serial number is empty"
+            "option \"device\": invalid device name \"serial=\": the serial number is empty"
         );
         assert!(DeviceName::parse("devid=xyz.5000c500a1b2c3d4").is_err());
         assert!(DeviceName::parse("devid=naa.5000c500a1b2c3zz").is_err());
         assert!(DeviceName::parse("da99999999999").is_err());
+    }
+
+    #[test]
+    fn options_of_their_own_name_the_device_as_ctladm_can_send_them() {
+        let device = |pairs| opts(pairs).map(|o| o.device);
+        let address = DeviceName::Address {
+            path_id: 0,
+            target_id: 1,
+            lun_id: 0,
+        };
+        assert_eq!(device(&[("cam", "0:1:0")]), Ok(address));
+        assert_eq!(
+            device(&[("devid", "naa.5000c500a1b2c3d4")]),
+            Ok(DeviceName::DevId("naa.5000c500a1b2c3d4"))
+        );
+        assert_eq!(device(&[("serial", "Z1Z3ABCD")]), Ok(DeviceName::Serial("Z1Z3ABCD")));
+        assert_eq!(
+            device(&[("file", "cam=0:1:0"), ("cam", "0:1:0")]),
+            Ok(address),
+            "the same name twice"
+        );
+        let e = |pairs| format!("{}", opts(pairs).unwrap_err());
+        assert_eq!(
+            e(&[("cam", "0:1")]),
+            "option \"cam\": invalid device name \"0:1\": expected bus:target:lun, as camcontrol devlist shows (e.g. 0:1:0)"
+        );
+        assert_eq!(
+            e(&[("serial", "")]),
+            "option \"serial\": invalid device name \"\": the serial number is empty"
+        );
+        assert_eq!(
+            e(&[("device", "da0"), ("serial", "Z1Z3ABCD")]),
+            "options \"device\" (da0) and \"serial\" (Z1Z3ABCD) disagree: name the device once"
+        );
     }
 
     #[test]
@@ -352,7 +457,7 @@ mod tests {
         let e = |pairs| format!("{}", opts(pairs).unwrap_err());
         assert_eq!(
             e(&[("vendor", "X")]),
-            "option \"device\" is required (e.g. device=da3, cam=0:1:0, devid=naa.5000c500a1b2c3d4 or serial=Z1Z3ABCD)"
+            "option \"device\" is required (e.g. device=da3), or \"cam\", \"devid\" or \"serial\" (cam=0:1:0, devid=naa.5000c500a1b2c3d4, serial=Z1Z3ABCD)"
         );
         assert_eq!(
             e(&[("device", "da0"), ("readonly", "maybe")]),
@@ -364,7 +469,7 @@ mod tests {
         );
         assert_eq!(
             e(&[("device", "da0"), ("file", "da1")]),
-            "options \"device\" (da0) and \"file\" (da1) name different devices"
+            "options \"device\" (da0) and \"file\" (da1) disagree: name the device once"
         );
         let not_text = parse([(&b"device"[..], None)].into_iter()).unwrap_err();
         assert_eq!(

@@ -372,14 +372,15 @@ pub const SERIAL_LEN: usize = sys::CTL_SN_LEN as usize;
 /// Bytes of a LUN's T10 device id in CTL.
 pub const DEVICE_ID_LEN: usize = sys::CTL_DEVID_LEN as usize;
 
-/// How a LUN is presented to CTL: the `struct ctl_be_lun` fields a backend
-/// fills before `ctl_add_lun`.
-pub struct LunConfig {
+/// How a LUN is presented to CTL: the `struct ctl_be_lun` fields CTL reads
+/// to answer INQUIRY, READ CAPACITY and the rest itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BeLunParams {
     /// Peripheral device type (`T_DIRECT`, `T_CDROM`).
     pub lun_type: u8,
     /// Flags.
     pub flags: LunFlags,
-    /// The last LBA.
+    /// The last LBA (0 without a medium).
     pub maxlba: u64,
     /// Bytes per block.
     pub blocksize: u32,
@@ -391,14 +392,20 @@ pub struct LunConfig {
     pub ublockexp: u16,
     /// Lowest LBA aligned to an unmap block.
     pub ublockoff: u16,
-    /// Optimal transfer length, in blocks.
+    /// Optimal transfer length, in blocks (0: not reported).
     pub opttxferlen: u32,
+    /// Serial number for VPD page 0x80, NUL padded (CTL pads it with spaces).
+    pub serial_num: [u8; SERIAL_LEN],
+    /// T10 device id, NUL padded.
+    pub device_id: [u8; DEVICE_ID_LEN],
+}
+
+/// A LUN to hand to CTL.
+pub struct LunConfig {
+    /// What CTL presents.
+    pub params: BeLunParams,
     /// The LUN number asked for (with `ID_REQ`).
     pub req_lun_id: u32,
-    /// Serial number, space padded.
-    pub serial_num: [u8; SERIAL_LEN],
-    /// T10 device id, space padded.
-    pub device_id: [u8; DEVICE_ID_LEN],
     /// String options CTL reads (vendor, product, naa, ...).
     pub options: OwnedNvList,
 }
@@ -432,20 +439,21 @@ unsafe impl Sync for LunRef {}
 impl LunRef {
     /// A LUN not yet known to CTL, with one reference (this one).
     pub fn new(config: LunConfig, lun: Lun) -> Result<LunRef, AllocError> {
+        let p = config.params;
         // SAFETY: struct ctl_be_lun is plain data; all-zeroes is valid.
         let mut be: sys::ctl_be_lun = unsafe { mem::zeroed() };
-        be.lun_type = config.lun_type;
-        be.flags = config.flags.bits();
-        be.maxlba = config.maxlba;
-        be.blocksize = config.blocksize;
-        be.pblockexp = config.pblockexp;
-        be.pblockoff = config.pblockoff;
-        be.ublockexp = config.ublockexp;
-        be.ublockoff = config.ublockoff;
-        be.opttxferlen = config.opttxferlen;
+        be.lun_type = p.lun_type;
+        be.flags = p.flags.bits();
+        be.maxlba = p.maxlba;
+        be.blocksize = p.blocksize;
+        be.pblockexp = p.pblockexp;
+        be.pblockoff = p.pblockoff;
+        be.ublockexp = p.ublockexp;
+        be.ublockoff = p.ublockoff;
+        be.opttxferlen = p.opttxferlen;
         be.req_lun_id = config.req_lun_id;
-        be.serial_num = config.serial_num;
-        be.device_id = config.device_id;
+        be.serial_num = p.serial_num;
+        be.device_id = p.device_id;
         be.lun_shutdown = Some(lun_shutdown);
         be.be = &raw mut sys::ctlpass_backend_driver;
         let cell = BeLun {

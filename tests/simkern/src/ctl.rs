@@ -835,19 +835,6 @@ fn submit(
     response
 }
 
-/// The status line a SCSI status gets in `ctlpass-sim`.
-pub fn status_name(status: u8) -> &'static str {
-    match status {
-        GOOD => "GOOD",
-        CHECK_CONDITION => "CHECK CONDITION",
-        0x08 => "BUSY",
-        0x18 => "RESERVATION CONFLICT",
-        0x28 => "TASK SET FULL",
-        0x40 => "TASK ABORTED",
-        _ => "(other)",
-    }
-}
-
 /// Each simulated function has the type its C prototype declares.
 const _: () = {
     let _: [unsafe extern "C" fn(*mut sys::ctl_backend_driver) -> c_int; 4] = [

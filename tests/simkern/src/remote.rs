@@ -22,7 +22,8 @@ impl IscsiDevice {
     /// Logs in to the LUN at `url` (`iscsi://host:port/iqn/lun`) and reads
     /// its identity (standard INQUIRY, unit serial number).
     pub fn connect(url: &str) -> Result<IscsiDevice, String> {
-        let lun = IscsiLun::connect(url).map_err(|e| format!("{url}: {e}"))?;
+        // libiscsi's errors name the URL already.
+        let lun = IscsiLun::connect(url).map_err(|e| e.to_string())?;
         let mut inq = [0u8; 96];
         let r = lun
             .execute(&[0x12, 0, 0, 0, 96, 0], &[], &mut inq)

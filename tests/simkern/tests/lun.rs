@@ -380,6 +380,10 @@ fn every_naming_form_finds_the_same_device() {
         &[("device", "devid=NAA.5000C500A1B2C3D4")],
         &[("device", "serial=Z1Z3ABCD")],
         &[("file", "/dev/da0")],
+        // ctladm cuts a value at its next '=': these forms are options.
+        &[("cam", "0:0:0")],
+        &[("devid", "naa.5000c500a1b2c3d4")],
+        &[("serial", "Z1Z3ABCD")],
     ];
     for options in forms {
         let lun = create(options);
@@ -478,7 +482,7 @@ fn refusals_say_exactly_why() {
     );
     assert_eq!(
         refused(create_request(), &[("vendor", "X")]),
-        "option \"device\" is required (e.g. device=da3, cam=0:1:0, devid=naa.5000c500a1b2c3d4 or serial=Z1Z3ABCD)"
+        "option \"device\" is required (e.g. device=da3), or \"cam\", \"devid\" or \"serial\" (cam=0:1:0, devid=naa.5000c500a1b2c3d4, serial=Z1Z3ABCD)"
     );
     assert_eq!(
         refused(create_request(), &[("device", "da0"), ("readonly", "yes")]),
@@ -486,11 +490,11 @@ fn refusals_say_exactly_why() {
     );
     assert_eq!(
         refused(create_request(), &[("device", "da0"), ("file", "/dev/da1")]),
-        "options \"device\" (da0) and \"file\" (/dev/da1) name different devices"
+        "options \"device\" (da0) and \"file\" (/dev/da1) disagree: name the device once"
     );
     assert_eq!(
         refused(create_request(), &[("device", "sda")]),
-        "invalid device name \"sda\": no unit number"
+        "option \"device\": invalid device name \"sda\": no unit number"
     );
     assert_eq!(
         refused(create_request(), &[("device", "pass3")]),

@@ -282,7 +282,7 @@ fn lun_requests_answer_with_an_error_string() {
         .unwrap();
     assert_eq!(
         text,
-        "option \"device\" is required (e.g. device=da3, cam=0:1:0, devid=naa.5000c500a1b2c3d4 or serial=Z1Z3ABCD)"
+        "option \"device\" is required (e.g. device=da3), or \"cam\", \"devid\" or \"serial\" (cam=0:1:0, devid=naa.5000c500a1b2c3d4, serial=Z1Z3ABCD)"
     );
     // SAFETY: an unknown command with no argument.
     let rc = unsafe {

@@ -1,30 +1,51 @@
 //! `ctlpass-sim`: a simulated FreeBSD machine with ctlpass, driven by the
 //! commands an administrator types (see `simkern::shell`), from a script
 //! (`--script FILE`) or standard input.  Each command is echoed after a
-//! `# ` prompt, then its output.  The exit status is 1 if a command failed.
+//! `# ` prompt, then its output.
+//!
+//! A script stops at the first command that fails, with exit status 1,
+//! unless `-k` (keep going) is given; the exit status is then still 1 if a
+//! command failed.  Standard input always keeps going, as a terminal does.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::ExitCode;
 
 use simkern::shell::Shell;
 use simkern::{Config, Machine};
 
+const USAGE: &str = "usage: ctlpass-sim [-k] [--script FILE]";
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let input: Box<dyn BufRead> = match args.as_slice() {
-        [] => Box::new(BufReader::new(std::io::stdin())),
-        [flag, file] if flag == "--script" => match std::fs::File::open(file) {
+    let mut keep_going = false;
+    let mut script = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-k" => keep_going = true,
+            "--script" if script.is_none() => match args.next() {
+                Some(file) => script = Some(file),
+                None => {
+                    eprintln!("{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let input: Box<dyn BufRead> = match &script {
+        None => Box::new(BufReader::new(std::io::stdin())),
+        Some(file) => match std::fs::File::open(file) {
             Ok(f) => Box::new(BufReader::new(f)),
             Err(e) => {
                 eprintln!("ctlpass-sim: {file}: {e}");
                 return ExitCode::from(2);
             }
         },
-        _ => {
-            eprintln!("usage: ctlpass-sim [--script FILE]");
-            return ExitCode::from(2);
-        }
     };
+    let stop_at_failure = script.is_some() && !keep_going;
     let mut shell = Shell::new(Machine::boot(Config::standard()));
     let mut failed = false;
     for line in input.lines() {
@@ -35,17 +56,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let command = line.split('#').next().unwrap_or("").trim();
-        if command.is_empty() {
+        let Some((out, ok)) = shell.step(&line) else {
             continue;
-        }
-        println!("# {command}");
-        match shell.run(command) {
-            Ok(out) => print!("{out}"),
-            Err(e) => {
-                println!("{e}");
-                failed = true;
-            }
+        };
+        print!("{out}");
+        let _ = std::io::stdout().flush();
+        failed |= !ok;
+        if !ok && stop_at_failure {
+            break;
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }

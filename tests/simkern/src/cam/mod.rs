@@ -15,13 +15,15 @@
 //! what a FreeBSD machine shows.
 
 mod io;
+pub mod scsi_all;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::{Arc, Mutex};
 
 pub use io::frozen;
 
+use crate::ctl::Response;
 use crate::devices::{Command, GOOD, ScsiDevice};
 use crate::lock::KMutex;
 use crate::{console, kpanic, malloc, sys};
@@ -162,6 +164,22 @@ struct CamState {
     /// What `periph_drivers` points to: `drivers` and a NULL.
     drivers_array: Box<[usize]>,
     standins: Vec<usize>,
+    /// Device hints that wire a driver's unit to a location
+    /// (`hint.da.5.at="scbus3"`, `hint.da.5.target="0"`, ...).
+    hints: Vec<Hint>,
+    /// What `cam_periph_invalidate` prints for the periphs the stand-ins
+    /// announced (xpt_denounce_periph), by periph address.
+    denounce: HashMap<usize, String>,
+}
+
+/// A device hint wiring unit `unit` of `driver` to a location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Hint {
+    driver: String,
+    unit: u32,
+    path_id: u32,
+    target: u32,
+    lun: u64,
 }
 
 static CAM: Mutex<Option<Arc<Cam>>> = Mutex::new(None);
@@ -265,6 +283,16 @@ pub(crate) fn shutdown() {
         }
     }
     *CAM.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// The devices on the buses now.
+fn present_devices(cam: &Cam) -> Vec<Arc<Device>> {
+    cam.state()
+        .devices
+        .iter()
+        .filter(|d| d.state().present)
+        .cloned()
+        .collect()
 }
 
 fn cstr(p: *const c_char) -> String {
@@ -401,16 +429,27 @@ fn announce(device: &Arc<Device>, reg: &AsyncReg) {
     free_path(path);
 }
 
-fn run(device: &Device, cdb: &[u8], len: usize) -> (u8, Vec<u8>) {
+/// Sends a command straight to the device (no CCB, no SIM queue), as the
+/// simulated kernel's own probes do.
+fn execute(device: &Device, cdb: &[u8], len: usize) -> Response {
     let emulated = device.state().emulated.clone();
-    let mut buf = vec![0u8; len];
+    let mut data = vec![0u8; len];
     let outcome = emulated.execute(Command {
         cdb,
         data_out: &[],
-        data_in: &mut buf,
+        data_in: &mut data,
     });
-    buf.truncate(outcome.transferred);
-    (outcome.status, buf)
+    data.truncate(outcome.transferred);
+    Response {
+        status: outcome.status,
+        sense: outcome.sense,
+        data,
+    }
+}
+
+fn run(device: &Device, cdb: &[u8], len: usize) -> (u8, Vec<u8>) {
+    let r = execute(device, cdb, len);
+    (r.status, r.data)
 }
 
 /// `XPT_GDEV_TYPE`: what CAM's probe learnt about a device: its INQUIRY
@@ -467,7 +506,7 @@ fn fill_pathinq(cam: &Cam, path_id: u32, cpi: &mut sys::ccb_pathinq) {
     }
     cpi.unit_number = bus.sim_unit;
     cpi.bus_id = 0;
-    cpi.base_transfer_speed = 150_000;
+    cpi.base_transfer_speed = BASE_TRANSFER_SPEED;
     cpi.protocol = sys::PROTO_SCSI;
     cpi.transport = sys::XPORT_SAS;
     cpi.maxio = bus.maxio;
@@ -633,13 +672,7 @@ pub unsafe extern "C" fn xpt_register_async(
     if path.is_null() {
         update(&mut cam.state().wildcard);
         if event & sys::AC_FOUND_DEVICE != 0 {
-            let devices: Vec<Arc<Device>> = cam
-                .state()
-                .devices
-                .iter()
-                .filter(|d| d.state().present)
-                .cloned()
-                .collect();
+            let devices = present_devices(&cam);
             let reg = AsyncReg {
                 events: event,
                 callback,
@@ -786,10 +819,11 @@ pub unsafe extern "C" fn cam_periph_alloc(
     p.scheduled_priority = io::CAM_PRIORITY_NONE;
     p.immediate_priority = io::CAM_PRIORITY_NONE;
     p.refcount = 1;
+    let hints = cam.state().hints.clone();
     {
         let _topo = cam.topology.lock();
         // SAFETY: the driver's unit list is protected by the topology lock.
-        unsafe { p.unit_number = next_unit(drv) };
+        unsafe { p.unit_number = next_unit(drv, &name_s, &device, &hints) };
         // SAFETY: as above.
         unsafe { insert_unit(drv, periph) };
     }
@@ -825,24 +859,45 @@ fn find_on(device: &Device, name: &str) -> Option<*mut sys::cam_periph> {
         })
 }
 
-/// The lowest unit number the driver does not use (camperiphnextunit,
-/// without device hints).
+/// The unit a new periph of `driver` on `device` gets (camperiphunit and
+/// camperiphnextunit): the unit a device hint wires to the device's
+/// location, unless a periph already has it (then, as FreeBSD, it says so
+/// and the device is not wired); otherwise the lowest unit that is neither
+/// in use nor wired by a hint to another location.
 ///
 /// # Safety
 ///
 /// Topology lock held; `drv` valid.
-unsafe fn next_unit(drv: *mut sys::periph_driver) -> u32 {
+unsafe fn next_unit(drv: *mut sys::periph_driver, driver: &str, device: &Device, hints: &[Hint]) -> u32 {
     let mut used = Vec::new();
     // SAFETY: the caller's contract.
     let mut p = unsafe { (*drv).units.tqh_first };
     while !p.is_null() {
         // SAFETY: units on the list are live.
         unsafe {
-            used.push((*p).unit_number);
+            used.push((p as usize, (*p).unit_number));
             p = (*p).unit_links.tqe_next;
         }
     }
-    (0..).find(|u| !used.contains(u)).unwrap_or(0)
+    let wired = hints
+        .iter()
+        .find(|h| h.driver == driver && (h.path_id, h.target, h.lun) == (device.path_id, device.target, device.lun));
+    if let Some(h) = wired {
+        match used.iter().find(|&&(_, u)| u == h.unit) {
+            None => return h.unit,
+            Some(&(holder, _)) => {
+                let at = path_prefix(holder as *mut sys::cam_periph);
+                console::print(&format!(
+                    "{at}Duplicate Wired Device entry!\n{at}Second device ({driver} device at scbus{} target {} lun {}) will not be wired\n",
+                    device.path_id, device.target, device.lun
+                ));
+            }
+        }
+    }
+    let start = wired.map_or(0, |h| h.unit);
+    (start..)
+        .find(|&u| !used.iter().any(|&(_, x)| x == u) && !hints.iter().any(|h| h.driver == driver && h.unit == u))
+        .unwrap_or(0)
 }
 
 /// Inserts `periph` in unit-number order (TAILQ_INSERT_BEFORE/TAIL).
@@ -1018,6 +1073,9 @@ unsafe fn periph_free(cam: &Cam, device: &Arc<Device>, periph: *mut sys::cam_per
         );
     }
     device.state().periphs.retain(|&q| q != periph as usize);
+    if p.flags & sys::CAM_PERIPH_ANNOUNCED != 0 {
+        console::print(&format!("{}Periph destroyed\n", path_prefix(periph)));
+    }
     if p.flags & sys::CAM_PERIPH_NEW_DEV_FOUND != 0
         && let Some(cb) = p.deferred_callback
     {
@@ -1048,6 +1106,11 @@ pub unsafe extern "C" fn cam_periph_invalidate(periph: *mut sys::cam_periph) {
     let p = unsafe { &mut *periph };
     if p.flags & sys::CAM_PERIPH_INVALID != 0 {
         return;
+    }
+    if p.flags & sys::CAM_PERIPH_ANNOUNCED != 0
+        && let Some(text) = cam().state().denounce.remove(&(periph as usize))
+    {
+        console::print(&text);
     }
     p.flags |= sys::CAM_PERIPH_INVALID;
     p.flags &= !sys::CAM_PERIPH_NEW_DEV_FOUND;
@@ -1116,16 +1179,138 @@ unsafe extern "C" fn standin_async(arg: *mut c_void, code: u32, path: *mut sys::
     }
 }
 
-unsafe extern "C" fn standin_ctor(periph: *mut sys::cam_periph, _arg: *mut c_void) -> sys::cam_status {
+unsafe extern "C" fn standin_ctor(periph: *mut sys::cam_periph, arg: *mut c_void) -> sys::cam_status {
     // SAFETY: a live periph in its constructor.
-    unsafe {
+    let status = unsafe {
         xpt_register_async(
             sys::AC_LOST_DEVICE as c_int,
             Some(standin_async),
             periph.cast(),
             (*periph).path,
         )
+    };
+    // SAFETY: a live periph; its name is a driver's name.
+    let name = cstr(unsafe { (*periph).periph_name });
+    if (name == "da" || name == "cd") && !arg.is_null() {
+        // SAFETY: the stand-ins allocate their periphs with the
+        // AC_FOUND_DEVICE ccb_getdev as the constructor's argument.
+        let cgd = unsafe { &*arg.cast::<sys::ccb_getdev>() };
+        // SAFETY: a live periph, its lock held.
+        unsafe { announce_periph(periph, cgd) };
     }
+    status
+}
+
+/// What da(4) and cd(4) print once their probe is done
+/// (xpt_announce_periph with the capacity they read), remembering what
+/// `cam_periph_invalidate` will print when the device goes.
+///
+/// # Safety
+///
+/// `periph` is live and its lock held.
+unsafe fn announce_periph(periph: *mut sys::cam_periph, cgd: &sys::ccb_getdev) {
+    let device = periph_device(periph);
+    // SAFETY: the caller's contract.
+    let p = unsafe { &mut *periph };
+    let me = format!("{}{}", cstr(p.periph_name), p.unit_number);
+    let (sim, openings) = {
+        let cam = cam();
+        let st = cam.state();
+        st.buses
+            .iter()
+            .find(|b| b.path_id == device.path_id)
+            .map_or((String::from("?0"), 1), |b| {
+                (format!("{}{}", b.sim_name, b.sim_unit), b.openings)
+            })
+    };
+    // SAFETY: scsi_inquiry_data is bytes.
+    let inq: &[u8] = unsafe {
+        std::slice::from_raw_parts(
+            (&raw const cgd.inq_data).cast::<u8>(),
+            std::mem::size_of_val(&cgd.inq_data),
+        )
+    };
+    let serial = &cgd.serial_num[..usize::from(cgd.serial_num_len).min(cgd.serial_num.len())];
+    let at = format!(
+        "{me} at {sim} bus 0 scbus{} target {} lun {:x}\n",
+        device.path_id, device.target, device.lun
+    );
+    let mut text = format!("{at}{me}: {}", scsi_all::inquiry_line(inq));
+    if !serial.is_empty() {
+        text += &format!(
+            "{me}: Serial Number {}\n",
+            String::from_utf8_lossy(&serial[..serial.len().min(60)])
+        );
+    }
+    let speed = BASE_TRANSFER_SPEED;
+    text += &format!("{me}: {}.{:03}MB/s transfers\n", speed / 1000, speed % 1000);
+    if inq.get(7).is_some_and(|b| b & 0x02 != 0) && openings > 1 {
+        text += &format!("{me}: Command Queueing enabled\n");
+    }
+    text += &format!("{me}: {}\n", capacity_text(&device));
+    console::print(&text);
+    let mut gone = format!("{at}{me}: {}", scsi_all::inquiry_short(inq));
+    if !serial.is_empty() {
+        gone += &format!(" s/n {}", String::from_utf8_lossy(&serial[..serial.len().min(60)]));
+    }
+    gone += " detached\n";
+    cam().state().denounce.insert(periph as usize, gone);
+    p.flags |= sys::CAM_PERIPH_ANNOUNCED;
+}
+
+/// The capacity da(4) and cd(4) announce: `1MB (2048 512 byte sectors)`,
+/// from READ CAPACITY(10) (and 16 when the device is larger than 10 can
+/// say), or why it could not be read.
+fn capacity_text(device: &Device) -> String {
+    let rc10 = execute(device, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8);
+    let (blocks, block_len) = if rc10.status == GOOD && rc10.data.len() >= 8 {
+        let last = scsi_all::be(&rc10.data[..4]);
+        if last == 0xffff_ffff {
+            let rc16 = execute(device, &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], 32);
+            if rc16.status != GOOD || rc16.data.len() < 12 {
+                return size_failure(&rc16);
+            }
+            (scsi_all::be(&rc16.data[..8]) + 1, scsi_all::be(&rc16.data[8..12]))
+        } else {
+            (last + 1, scsi_all::be(&rc10.data[4..8]))
+        }
+    } else {
+        return size_failure(&rc10);
+    };
+    format!(
+        "{}MB ({blocks} {block_len} byte sectors)",
+        blocks * block_len / (1024 * 1024)
+    )
+}
+
+fn size_failure(r: &Response) -> String {
+    match scsi_all::sense_fields(&r.sense) {
+        Some((key, asc, ascq)) => format!(
+            "Attempt to query device size failed: {}, {}",
+            scsi_all::sense_key_name(key),
+            scsi_all::asc_name(asc, ascq)
+        ),
+        None => format!(
+            "Attempt to query device size failed: {}",
+            scsi_all::status_name(r.status)
+        ),
+    }
+}
+
+/// xpt_print's prefix for a periph's path: `(da3:mpr0:0:2:0): `.
+fn path_prefix(periph: *mut sys::cam_periph) -> String {
+    let device = periph_device(periph);
+    let sim = {
+        let cam = cam();
+        let st = cam.state();
+        st.buses
+            .iter()
+            .find(|b| b.path_id == device.path_id)
+            .map_or(String::from("?0"), |b| format!("{}{}", b.sim_name, b.sim_unit))
+    };
+    // SAFETY: a live periph.
+    let (name, unit) = unsafe { (cstr((*periph).periph_name), (*periph).unit_number) };
+    format!("({name}{unit}:{sim}:0:{}:{:x}): ", device.target, device.lun)
 }
 
 unsafe extern "C" fn standin_oninvalidate(periph: *mut sys::cam_periph) {
@@ -1138,13 +1323,7 @@ unsafe extern "C" fn standin_oninvalidate(periph: *mut sys::cam_periph) {
 /// One device line of `camcontrol devlist`.
 pub fn devlist() -> String {
     let cam = cam();
-    let mut devices: Vec<Arc<Device>> = cam
-        .state()
-        .devices
-        .iter()
-        .filter(|d| d.state().present)
-        .cloned()
-        .collect();
+    let mut devices = present_devices(&cam);
     devices.sort_by_key(|d| (d.path_id, d.target, d.lun));
     let mut out = String::new();
     for d in devices {
@@ -1256,6 +1435,145 @@ impl Drop for PeriphHold {
         // SAFETY: the reference acquired in `acquire`.
         unsafe { cam_periph_release(self.0) };
     }
+}
+
+// --- what the administrator's tools (camcontrol, the shell) use ---
+
+/// The transfer speed every simulated SIM reports (`base_transfer_speed`,
+/// in KB/s), as SAS and SATA drivers do.
+pub const BASE_TRANSFER_SPEED: u32 = 150_000;
+
+/// A bus as `camcontrol devlist -v` would list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusInfo {
+    /// Its path id (`scbusN`).
+    pub path_id: u32,
+    /// The SIM's driver name.
+    pub sim_name: String,
+    /// The SIM's unit number.
+    pub sim_unit: u32,
+    /// The SIM's largest transfer in bytes.
+    pub maxio: u32,
+    /// Commands each device on the bus takes at once.
+    pub openings: u32,
+}
+
+/// Registers a new bus while the system runs (`xpt_bus_register`, as an
+/// iSCSI session or a hot-plugged HBA does), with its devices; returns its
+/// path id.
+pub fn add_bus(spec: &BusSpec) -> u32 {
+    let cam = cam();
+    let path_id = {
+        let mut st = cam.state();
+        let path_id = st.buses.len() as u32;
+        st.buses.push(Bus {
+            path_id,
+            sim_name: spec.sim_name.clone(),
+            sim_unit: spec.sim_unit,
+            maxio: spec.maxio,
+            openings: spec.openings,
+        });
+        path_id
+    };
+    for d in &spec.devices {
+        plug(path_id, d.clone());
+    }
+    path_id
+}
+
+/// The buses, in path id order.
+pub fn buses() -> Vec<BusInfo> {
+    cam()
+        .state()
+        .buses
+        .iter()
+        .map(|b| BusInfo {
+            path_id: b.path_id,
+            sim_name: b.sim_name.clone(),
+            sim_unit: b.sim_unit,
+            maxio: b.maxio,
+            openings: b.openings,
+        })
+        .collect()
+}
+
+/// Every device CAM knows as `(path_id, target, lun, present)`: a device
+/// that went away stays (not present) while a periph still refers to it,
+/// and a device plugged at its location becomes it again.
+pub fn devices() -> Vec<(u32, u32, u64, bool)> {
+    let mut v: Vec<(u32, u32, u64, bool)> = cam()
+        .state()
+        .devices
+        .iter()
+        .map(|d| (d.path_id, d.target, d.lun, d.state().present))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Wires unit `unit` of `driver` to a location, as device hints do
+/// (`hint.da.5.at="scbus3"`, `hint.da.5.target="0"`, `hint.da.5.lun="0"`):
+/// a periph of that driver attaching there gets that unit, and no other
+/// device gets it.
+pub fn wire_unit(driver: &str, unit: u32, path_id: u32, target: u32, lun: u64) {
+    let hint = Hint {
+        driver: driver.to_owned(),
+        unit,
+        path_id,
+        target,
+        lun,
+    };
+    let cam = cam();
+    let mut st = cam.state();
+    st.hints.retain(|h| !(h.driver == hint.driver && h.unit == unit));
+    st.hints.push(hint);
+}
+
+/// Removes the device hints that wire units to a location.
+pub fn unwire(path_id: u32, target: u32, lun: u64) {
+    cam()
+        .state()
+        .hints
+        .retain(|h| (h.path_id, h.target, h.lun) != (path_id, target, lun));
+}
+
+/// The location `(path_id, target, lun)` of the present device an
+/// administrator names: a periph (`da3`, `/dev/da3`, `pass4`, `cd0`, of a
+/// valid periph), or `bus:target:lun` as camcontrol takes it.
+pub fn locate(name: &str) -> Option<(u32, u32, u64)> {
+    let name = name.strip_prefix("/dev/").unwrap_or(name);
+    let at = if name.contains(':') {
+        let mut parts = name.split(':');
+        let (p, t, l) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        (p.parse().ok()?, t.parse().ok()?, l.parse().ok()?)
+    } else {
+        let split = name.find(|c: char| c.is_ascii_digit())?;
+        let (driver, unit) = name.split_at(split);
+        let unit: u32 = unit.parse().ok()?;
+        let (_, p, t, l, _, valid) = periphs(driver).into_iter().find(|x| x.0 == unit)?;
+        if !valid {
+            return None;
+        }
+        (p, t, l)
+    };
+    devices().contains(&(at.0, at.1, at.2, true)).then_some(at)
+}
+
+/// Sends one command straight to the device behind `name` (see
+/// [`locate`]), as camcontrol does through pass(4); `None` if there is no
+/// such device.
+pub fn device_command(name: &str, cdb: &[u8], data_in_len: usize) -> Option<Response> {
+    let (p, t, l) = locate(name)?;
+    let device = cam()
+        .state()
+        .devices
+        .iter()
+        .find(|d| (d.path_id, d.target, d.lun) == (p, t, l) && d.state().present)
+        .cloned()?;
+    Some(execute(&device, cdb, data_in_len))
 }
 
 /// Each simulated function has the type its C prototype declares.

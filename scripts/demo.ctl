@@ -1,0 +1,54 @@
+# ctlpass demo (make demo): a simulated FreeBSD machine exports two real
+# SCSI devices through CTL, an emulated SAS disk and a disk of a real iSCSI
+# target, and an initiator sees each as itself.  Run by ctlpass-sim; see the
+# README for its commands.
+
+# A real iSCSI target on 127.0.0.1 (Linux tgtd): LUN 1 disk, 2 tape, 3 CD.
+tgtd start
+
+# Two SAS disks behind mpr0, a SATA DVD drive, and a LUN of CTL's camsim.
+camcontrol devlist
+kldload ctlpass
+kldstat
+
+# Slide a 4Kn-physical disk into the enclosure, wired to da5 as a device
+# hint would, and log in to the tgtd's disk (it arrives on iscsi0).
+device add disk name=da5 blocks=65536 pblockexp=3 vendor=HGST product=HUH721212AL5200 revision=A3D0 serial=8HK2X3ZA naa=5000cca27b1c0001
+device add iscsi $TGT/1
+camcontrol devlist
+
+# Export both: the first by its name, the second by its serial number (an
+# identity that survives renumbering; also -o cam=B:T:L, -o devid=naa.HEX).
+ctladm create -b passthrough -o device=da5
+ctladm create -b passthrough -o serial=CTLPASS-DISK-1
+ctladm devlist -v
+
+# The device, and what an initiator sees of its LUN: CTL answers INQUIRY
+# itself (its SPC-5) with the device's identity.  A new LUN reports a POWER
+# ON unit attention once (a leading ! expects the command to fail).
+camcontrol inquiry da5
+ctladm inquiry 0
+camcontrol readcap da5
+! ctladm readcap 0
+ctladm readcap 0
+camcontrol inquiry da3
+ctladm inquiry 1
+! ctladm tur 1
+camcontrol readcap da3
+ctladm readcap 1
+
+# Stop and start a LUN: CTL stops it, and ctlpass tells the device.
+ctladm stop 1
+! ctladm tur 1
+ctladm start 1
+ctladm tur 1
+
+# Take it all down: nothing may stay allocated.
+ctladm remove -b passthrough -l 0
+ctladm remove -b passthrough -l 1
+ctladm devlist
+device remove da3
+device remove da5
+kldunload ctlpass
+balance ctlpass
+tgtd stop

@@ -1,0 +1,246 @@
+//! The command language of `ctlpass-sim`: what a FreeBSD administrator
+//! types, run against a simulated machine.  One command a line; `#` starts
+//! a comment; `$TGT` is the URL of the target `tgtd start` started; a line
+//! starting with `!` succeeds when its command fails (sh's negation, for
+//! scripts that show an error on purpose).
+//!
+//! | command | does |
+//! | --- | --- |
+//! | `kldload ctlpass`, `kldunload ctlpass` | load or unload the module |
+//! | `kldstat` | list the loaded modules |
+//! | `camcontrol devlist` | list devices and the periphs attached to them |
+//! | `camcontrol inquiry DEV [-D] [-S] [-R]` | INQUIRY and serial number, sent to the device itself |
+//! | `camcontrol readcap DEV [-b] [-l] [-N] [-q] [-s]` | READ CAPACITY, sent to the device itself |
+//! | `ctladm create -b passthrough -o device=da3 ...` | create a LUN (also `remove`, `modify`) |
+//! | `ctladm devlist [-b backend] [-v] [-x]` | list the LUNs |
+//! | `ctladm inquiry N`, `readcap N`, `tur N`, `start N`, `stop N` | what an initiator sees of LUN N |
+//! | `device add disk\|cd [name=da5] [blocks=N] ...` | hot-plug an emulated device |
+//! | `device add iscsi URL [name=da5]` | attach a LUN of an iSCSI target |
+//! | `device remove NAME` | hot-unplug a device (`da5`, `pass3`, `cam=B:T:L`) |
+//! | `tgtd start`, `tgtd stop` | run a tgtd on 127.0.0.1 (LUN 1 disk, 2 tape, 3 CD) |
+//! | `dmesg` | kernel messages printed since the last `dmesg` |
+//! | `sysctl [name]` | the sysctl OIDs under `name` |
+//! | `vmstat -m` | memory in use by malloc type |
+//! | `balance [type]` | allocations and frees per malloc type since boot |
+//!
+//! ctladm's commands may be typed without `ctladm` (`create ...`,
+//! `devlist -v`, `tur 0`).  `device add` and `device remove` print the
+//! kernel messages of the arrival or departure, as the console shows them.
+
+mod args;
+mod camcontrol;
+mod ctladm;
+mod devices;
+mod xml;
+
+use std::ffi::c_int;
+
+use crate::{Machine, ctl, malloc, sys, sysctl};
+
+/// A machine, the hardware around it, and what has been shown of it.
+pub struct Shell {
+    // Dropped first: the machine shuts down before the tgtd its iSCSI
+    // devices talk to stops.
+    machine: Machine,
+    dmesg_shown: usize,
+    lab: devices::Lab,
+}
+
+impl Shell {
+    /// A shell on `machine`.
+    pub fn new(machine: Machine) -> Shell {
+        Shell {
+            machine,
+            dmesg_shown: 0,
+            lab: devices::Lab::default(),
+        }
+    }
+
+    /// The machine.
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// Runs one line; `Ok` with what the command prints, `Err` with its
+    /// error message (the command failed, as its exit status would say).
+    pub fn run(&mut self, line: &str) -> Result<String, String> {
+        let line = line.split('#').next().unwrap_or("").trim();
+        match line
+            .strip_prefix('!')
+            .filter(|rest| rest.starts_with(char::is_whitespace))
+        {
+            Some(command) => match self.expand_and_dispatch(command) {
+                Ok(out) => Err(out.trim_end_matches('\n').to_owned()),
+                Err(e) => Ok(if e.is_empty() { e } else { format!("{e}\n") }),
+            },
+            None => self.expand_and_dispatch(line),
+        }
+    }
+
+    fn expand_and_dispatch(&mut self, line: &str) -> Result<String, String> {
+        let line = self.expand(line)?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        self.dispatch(&words)
+    }
+
+    /// One line as `ctlpass-sim` shows it: `None` for a blank or comment
+    /// line; otherwise the echo `# command` and what the command printed,
+    /// and whether it succeeded.
+    pub fn step(&mut self, line: &str) -> Option<(String, bool)> {
+        let command = line.split('#').next().unwrap_or("").trim();
+        if command.is_empty() {
+            return None;
+        }
+        let (mut out, ok) = match self.run(command) {
+            Ok(out) => (out, true),
+            Err(e) => (e, false),
+        };
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        Some((format!("# {command}\n{out}"), ok))
+    }
+
+    /// Runs a script as `ctlpass-sim --script` does: line by line, stopping
+    /// after the first command that fails unless `keep_going`.  Returns
+    /// the transcript and whether every command succeeded.
+    pub fn run_script(&mut self, script: &str, keep_going: bool) -> (String, bool) {
+        let mut transcript = String::new();
+        let mut all_ok = true;
+        for line in script.lines() {
+            let Some((out, ok)) = self.step(line) else {
+                continue;
+            };
+            transcript += &out;
+            all_ok &= ok;
+            if !ok && !keep_going {
+                break;
+            }
+        }
+        (transcript, all_ok)
+    }
+
+    /// Expands `$TGT` (and `${TGT}`).
+    fn expand(&self, line: &str) -> Result<String, String> {
+        if !line.contains("$TGT") && !line.contains("${TGT}") {
+            return Ok(line.to_owned());
+        }
+        let url = self
+            .lab
+            .tgt_url()
+            .ok_or("ctlpass-sim: TGT is not set (tgtd start sets it)")?;
+        Ok(line.replace("${TGT}", url).replace("$TGT", url))
+    }
+
+    fn dispatch(&mut self, words: &[&str]) -> Result<String, String> {
+        match words {
+            [] => Ok(String::new()),
+            ["kldload", name] => self.module(name, true),
+            ["kldunload", name] => self.module(name, false),
+            ["kldstat"] => Ok(self.machine.modules().iter().map(|m| format!("{m}\n")).collect()),
+            ["camcontrol", rest @ ..] => camcontrol::run(&self.machine, rest),
+            ["ctladm", rest @ ..] => ctladm::run(rest),
+            [
+                "create" | "remove" | "modify" | "devlist" | "inquiry" | "readcap" | "readcapacity" | "tur" | "start"
+                | "stop",
+                ..,
+            ] => ctladm::run(words),
+            ["device", "add", rest @ ..] => self.lab.add(&self.machine, rest),
+            ["device", "remove", name] => self.lab.remove(&self.machine, name),
+            ["device", ..] => Err("usage: device add disk|cd|iscsi ... | device remove NAME".into()),
+            ["tgtd", "start"] => self.lab.tgtd_start(),
+            ["tgtd", "stop"] => self.lab.tgtd_stop(),
+            ["tgtd", ..] => Err("usage: tgtd start | tgtd stop".into()),
+            ["dmesg"] => {
+                let all = self.machine.dmesg();
+                let new = all.get(self.dmesg_shown..).unwrap_or("").to_owned();
+                self.dmesg_shown = all.len();
+                Ok(new)
+            }
+            ["sysctl"] => Ok(Self::sysctl("")),
+            ["sysctl", name] => match Self::sysctl(name) {
+                s if s.is_empty() => Err(format!("sysctl: unknown oid '{name}'")),
+                s => Ok(s),
+            },
+            ["vmstat", "-m"] => Ok(Self::vmstat()),
+            ["balance"] => Ok(Self::balance(None)),
+            ["balance", name] => Ok(Self::balance(Some(name))),
+            [command, ..] => Err(format!("{command}: unknown command")),
+        }
+    }
+
+    /// kldload(8) and kldunload(8), with their messages.
+    fn module(&self, name: &str, load: bool) -> Result<String, String> {
+        let file = name.trim_end_matches(".ko");
+        let result: Result<(), c_int> = match (file == "ctlpass", load) {
+            (false, _) => Err(sys::ENOENT as c_int),
+            (true, true) => self.machine.kldload(),
+            (true, false) => self.machine.kldunload(),
+        };
+        result.map(|()| String::new()).map_err(|e| match (load, e) {
+            (true, e) if e == sys::EEXIST as c_int => {
+                format!("kldload: can't load {name}: module already loaded or in kernel")
+            }
+            (true, e) => format!("kldload: can't load {name}: {}", args::strerror(e)),
+            (false, e) if e == sys::ENOENT as c_int => {
+                format!("kldunload: can't find file {name}: {}", args::strerror(e))
+            }
+            (false, e) => format!("kldunload: can't unload file: {}", args::strerror(e)),
+        })
+    }
+
+    fn sysctl(prefix: &str) -> String {
+        sysctl::list(prefix)
+            .iter()
+            .map(|e| {
+                if e.node {
+                    format!("{}: (node) {}\n", e.name, e.descr)
+                } else {
+                    format!("{}\n", e.name)
+                }
+            })
+            .collect()
+    }
+
+    fn vmstat() -> String {
+        let mut out = format!("{:>18} {:>6} {:>8} {:>8}\n", "Type", "InUse", "MemUse", "Requests");
+        for t in malloc::vmstat_m() {
+            out += &format!(
+                "{:>18} {:>6} {:>7}K {:>8}\n",
+                t.name,
+                t.in_use,
+                t.bytes.div_ceil(1024),
+                t.requests
+            );
+        }
+        out
+    }
+
+    fn balance(only: Option<&str>) -> String {
+        malloc::balances()
+            .iter()
+            .filter(|(name, _)| only.is_none_or(|o| o == name))
+            .map(|(name, b)| {
+                format!(
+                    "{name}: {} allocated, {} freed, {} outstanding\n",
+                    b.allocated,
+                    b.freed,
+                    b.outstanding()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Shell {
+    /// Shuts the machine down as FreeBSD does: CTL removes the LUNs left
+    /// (so that ctlpass unloads), then the machine stops, then the tgtd.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for lun_id in ctl::luns() {
+            ctl::lun_request("passthrough", &ctl::Request::Remove { lun_id }, &[]);
+        }
+    }
+}
