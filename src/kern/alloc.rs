@@ -8,7 +8,6 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{self, ManuallyDrop};
 use core::ops::{Deref, DerefMut};
-use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
 use crate::sys;
@@ -115,13 +114,6 @@ impl<T> KBox<T> {
     pub fn new_uninit(wait: Wait) -> Result<KBox<mem::MaybeUninit<T>>, AllocError> {
         let ptr = malloc(Layout::new::<T>(), wait, false)?.cast::<mem::MaybeUninit<T>>();
         Ok(KBox { ptr, owns: PhantomData })
-    }
-
-    /// Moves `value` into a new allocation that can never move again.
-    pub fn pin(value: T, wait: Wait) -> Result<Pin<KBox<T>>, AllocError> {
-        // SAFETY: the value is only reachable through the returned Pin, and a
-        // KBox never moves its value out.
-        KBox::new(value, wait).map(|b| unsafe { Pin::new_unchecked(b) })
     }
 
     /// Moves the value out and frees the allocation.

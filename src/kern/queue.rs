@@ -117,14 +117,6 @@ impl<T: Linked> Stailq<T> {
         self.len += core::mem::take(&mut other.len);
     }
 
-    /// The elements, first to last.
-    pub fn iter(&self) -> Iter<'_, T> {
-        Iter {
-            next: self.head,
-            queue: PhantomData,
-        }
-    }
-
     /// The first element `pred` accepts.
     pub fn find_mut(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<&mut T> {
         let mut cur = self.head;
@@ -180,24 +172,6 @@ impl<T: Linked> Stailq<T> {
 impl<T: Linked> Default for Stailq<T> {
     fn default() -> Self {
         Stailq::new()
-    }
-}
-
-/// The elements of a queue, borrowed.
-pub struct Iter<'a, T: Linked> {
-    next: Option<NonNull<T>>,
-    queue: PhantomData<&'a Stailq<T>>,
-}
-
-impl<'a, T: Linked> Iterator for Iter<'a, T> {
-    type Item = &'a T;
-    fn next(&mut self) -> Option<&'a T> {
-        let p = self.next?;
-        // SAFETY: an element of the queue this iterator borrows, which
-        // cannot change meanwhile.
-        let elem: &'a T = unsafe { p.as_ref() };
-        self.next = elem.link().next.get();
-        Some(elem)
     }
 }
 

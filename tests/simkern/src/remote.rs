@@ -116,11 +116,6 @@ impl<D: ScsiDevice> Gated<D> {
         }
     }
 
-    /// The device behind the gate.
-    pub fn inner(&self) -> &D {
-        &self.inner
-    }
-
     fn state(&self) -> MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

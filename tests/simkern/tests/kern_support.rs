@@ -281,6 +281,23 @@ fn stailq_is_fifo_appends_in_order_and_frees_what_it_holds() {
     assert!(q.is_empty());
     assert_eq!(taken.len(), 5);
     assert_eq!(taken.into_iter().map(|e| e.value).collect::<Vec<_>>(), [2, 3, 4, 5, 6]);
+    let mut q = Stailq::new();
+    for v in [1, 2, 3, 4] {
+        q.push_back(elem(v));
+    }
+    if let Some(e) = q.find_mut(|e| e.value == 3) {
+        e.value = 30;
+    }
+    assert_eq!(q.remove_first(|e| e.value == 4).map(|e| e.value), Some(4), "the tail");
+    assert_eq!(q.remove_first(|e| e.value == 1).map(|e| e.value), Some(1), "the head");
+    assert!(q.remove_first(|e| e.value == 9).is_none());
+    q.push_back(elem(5));
+    assert_eq!(q.len(), 3);
+    assert_eq!(
+        q.into_iter().map(|e| e.value).collect::<Vec<_>>(),
+        [2, 30, 5],
+        "links and tail stay right"
+    );
     let mut dropped = Stailq::new();
     dropped.push_back(elem(7));
     dropped.push_back(elem(8));
