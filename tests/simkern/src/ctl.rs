@@ -1,19 +1,47 @@
 //! CTL for the simulated kernel: backend registration (ctl_backend.c, with
 //! its refusals and hazards), the LUNs backends add (ctl.c: numbering,
 //! `ID_REQ`, removal deferred until the LUN's last I/O, `lun_shutdown`),
-//! the LUN request and LUN list ioctls, and a frontend port through which
-//! an initiator sends commands: CTL answers what it emulates itself
-//! (`ctl_scsi`) and hands the rest to the backend, whose completion calls
-//! end the command.  Each command must complete exactly once.
-//! CTL's own backends, `block` and `ramdisk`, are registered at boot.
+//! the LUN request and LUN list ioctls, and CTL's I/O path as FreeBSD 15's
+//! ctl.c runs it between a frontend port and a backend.
+//!
+//! The I/O path: the port ([`frontend`], an iSCSI target modelled on
+//! cfiscsi) builds a `union ctl_io` for each command and queues it; CTL
+//! runs its prechecks and its own command functions (`ctl_scsi`), answers
+//! what it emulates, and hands the rest to the backend (`data_submit`,
+//! `config_read`, `config_write`) with the arguments ctl.c puts in the I/O.
+//! Data moves with `ctl_datamove`, which the port serves on its own
+//! threads, and ends in `ctl_datamove_done` and the `be_move_done`
+//! callback; CTL's own data-out commands (WRITE SAME's block, UNMAP's
+//! list) move their data in through `ctl_config_move_done` before the
+//! backend sees them.  The backend ends each I/O with
+//! `ctl_data_submit_done`, `ctl_config_read_done` or
+//! `ctl_config_write_done`, which continue it (`CTL_FLAG_IO_CONT`: COMPARE
+//! AND WRITE's write, WRITE SAME's next piece), move config_read's data,
+//! or complete it.  An I/O is completed exactly once; a backend that
+//! completes one it does not hold stops the kernel.
+//!
+//! Followed (facts re-expressed, no code copied): `sys/cam/ctl/ctl.c` of
+//! bsdjhb/freebsd at 0003f93699c1 (ctl_datamove, ctl_datamove_done,
+//! ctl_datamove_done_process, ctl_config_move_done, ctl_data_submit_done,
+//! ctl_config_write_done, ctl_config_read_done, ctl_cnw_cont,
+//! ctl_write_same_cont, ctl_serseq_done, ctl_done and ctl_process_done),
+//! `sys/cam/ctl/ctl_error.c` at 67b761ab7609 (the `ctl_set_*` helpers).
+//!
+//! CTL's own backends are registered at boot: `block` (a stand-in that
+//! serves no LUN) and `ramdisk`, modelled on ctl_backend_ramdisk.c.
+
+pub mod frontend;
+pub mod ramdisk;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, c_int, c_void};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{LazyLock, Mutex};
 
-use crate::ctl_scsi::{self, BackendLun, Disposition, Port};
-use crate::devices::{BUSY, CHECK_CONDITION, GOOD};
+pub use frontend::{Cmd, DatamoveStats, LunDatamoves, TaskAttr, datamove_stats, execute, reset_datamove_stats, run};
+
+use crate::ctl_scsi::{self, BackendLun, Direction, Disposition, Port, Sense};
+use crate::devices::{BUSY, CHECK_CONDITION, GOOD, Outcome};
 use crate::sbuf::Sbuf;
 use crate::{console, kpanic, lock, malloc, nv, sys};
 
@@ -31,11 +59,15 @@ pub enum Done {
 /// CTL's limit on LUN numbers (`kern.cam.ctl.max_luns`, default 1024).
 pub const MAX_LUNS: u32 = 1024;
 
-/// How long an initiator waits for a command before the simulated kernel
-/// declares it lost (a backend that never completes an I/O).
-const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
+/// `port_status` ctl_datamove gives an aborted I/O.
+pub const PORT_STATUS_ABORTED: u32 = 31337;
 
-/// What an initiator sees of one command.
+/// SCSI status TASK ABORTED (ctl_set_task_aborted).
+pub const TASK_ABORTED: u8 = 0x40;
+
+/// What an initiator sees of one command through [`command`] (the status,
+/// the sense and the DATA-IN bytes; [`frontend::Response`] adds the
+/// residual).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
     /// SCSI status.
@@ -52,11 +84,18 @@ struct LunSlot {
     model: ctl_scsi::Lun,
     /// ctl_remove_lun was called: the LUN takes no new commands.
     removing: bool,
-    /// Commands handed to the backend and not completed (the OOA queue).
+    /// Commands CTL took and has not completed (the OOA queue).
     outstanding: u32,
 }
 
-type Completion = Arc<(Mutex<Option<Response>>, Condvar)>;
+/// An I/O CTL took from the frontend and has not completed (on its LUN's
+/// OOA queue).
+struct Pending {
+    lun: u32,
+    /// Handed to the backend's entry point and not yet given back by a
+    /// completion function.
+    in_backend: bool,
+}
 
 #[derive(Default)]
 struct Ctl {
@@ -68,10 +107,12 @@ struct Ctl {
     done: Vec<(usize, Done)>,
     /// LUNs by number.
     luns: BTreeMap<u32, LunSlot>,
-    /// Commands in the backend, by I/O address: the LUN and who waits.
-    pending: HashMap<usize, (u32, Completion)>,
-    next_tag: u64,
+    /// I/Os CTL holds, by address.
+    pending: HashMap<usize, Pending>,
+    /// The I/O pool's malloc type (`ctlio`).
     io_type: usize,
+    /// M_CTL (`ctlmem`): the buffers CTL allocates itself.
+    mem_type: usize,
 }
 
 static CTL: Mutex<Option<Ctl>> = Mutex::new(None);
@@ -97,22 +138,40 @@ fn name_of(be: *const sys::ctl_backend_driver) -> String {
         .into_owned()
 }
 
+/// The malloc type of CTL's I/Os (`ctlio`).
+pub(crate) fn io_type() -> *mut sys::malloc_type {
+    with(|c| c.io_type) as *mut sys::malloc_type
+}
+
+/// M_CTL (`ctlmem`).
+fn mem_type() -> *mut sys::malloc_type {
+    with(|c| c.mem_type) as *mut sys::malloc_type
+}
+
 /// Starts CTL with its built-in backends and `extra` stand-in backends
-/// (for tests of name clashes).
+/// (for tests of name clashes), and the frontend's port.
 pub(crate) fn boot(extra: &[&str]) {
     let io_type = malloc::define(c"ctlio") as usize;
+    let mem_type = malloc::define(c"ctlmem") as usize;
     *CTL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ctl {
         io_type,
+        mem_type,
         ..Ctl::default()
     });
+    frontend::start_port();
     for name in ["block", "ramdisk"].iter().chain(extra) {
-        // SAFETY: ctl_backend_driver is plain data.
-        let mut be: Box<sys::ctl_backend_driver> = Box::new(unsafe { std::mem::zeroed() });
-        for (dst, src) in be.name.iter_mut().zip(name.bytes()) {
-            *dst = src as std::ffi::c_char;
-        }
+        let be = if *name == "ramdisk" {
+            ramdisk::driver()
+        } else {
+            // SAFETY: ctl_backend_driver is plain data.
+            let mut be: Box<sys::ctl_backend_driver> = Box::new(unsafe { std::mem::zeroed() });
+            for (dst, src) in be.name.iter_mut().zip(name.bytes()) {
+                *dst = src as std::ffi::c_char;
+            }
+            be
+        };
         let be = Box::into_raw(be);
-        // SAFETY: a valid driver without init.
+        // SAFETY: a valid driver; ramdisk's init only resets its state.
         if unsafe { ctl_backend_register(be) } != 0 {
             kpanic!("ctl: cannot register built-in backend {name}");
         }
@@ -120,13 +179,16 @@ pub(crate) fn boot(extra: &[&str]) {
     }
 }
 
-/// Stops CTL (after the module is unloaded).
+/// Stops CTL (after the module is unloaded): the ramdisk backend removes
+/// the LUNs it has left, and the port's threads stop.
 pub(crate) fn shutdown() {
+    ramdisk::remove_all();
     for be in with(|c| std::mem::take(&mut c.builtin)) {
         with(|c| c.backends.retain(|&b| b != be));
         // SAFETY: allocated in boot and no longer registered.
         drop(unsafe { Box::from_raw(be as *mut sys::ctl_backend_driver) });
     }
+    frontend::stop_port();
 }
 
 /// The names of the registered backends.
@@ -137,6 +199,11 @@ pub fn backends() -> Vec<String> {
 /// The I/Os backends completed, in order.
 pub fn completions() -> Vec<(usize, Done)> {
     with(|c| c.done.clone())
+}
+
+/// How many I/Os CTL holds (on the OOA queues of all LUNs).
+pub fn outstanding() -> usize {
+    with(|c| c.pending.len())
 }
 
 /// `ctl_backend_register`: -1 for a duplicate name; otherwise the backend's
@@ -253,60 +320,466 @@ pub unsafe extern "C" fn ctl_set_busy(ctsio: *mut sys::ctl_scsiio) {
     io.io_hdr.status = sys::CTL_SCSI_ERROR;
 }
 
-/// A backend completed `io`: its initiator gets the status, the LUN's
-/// outstanding count drops (a LUN being removed is shut down after its
-/// last I/O), and completing an I/O twice, or one CTL never handed out,
-/// stops the kernel.
-fn complete(io: *mut sys::ctl_io, how: Done) {
-    let (waiter, shutdown) = with(|c| {
-        let Some((lun_id, waiter)) = c.pending.remove(&(io as usize)) else {
-            kpanic!("{how:?}: I/O {io:p} is not outstanding (completed twice, or never submitted)");
-        };
-        c.done.push((io as usize, how));
-        let mut shutdown = None;
-        if let Some(slot) = c.luns.get_mut(&lun_id) {
-            slot.outstanding -= 1;
-            if slot.removing && slot.outstanding == 0 {
-                shutdown = c.luns.remove(&lun_id).map(|s| s.be_lun);
-            }
-        }
-        (waiter, shutdown)
-    });
-    // SAFETY: the I/O is live until its initiator frees it.
-    let response = unsafe { response_of(io) };
-    *waiter.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(response);
-    waiter.1.notify_all();
-    if let Some(be_lun) = shutdown {
-        // SAFETY: a LUN removed with ctl_remove_lun whose last I/O is done.
-        unsafe { shut_down(be_lun as *mut sys::ctl_be_lun) };
-    }
-}
-
-/// What the initiator sees of a completed I/O.
+/// Fills `ctsio` as ctl_set_sense does with `sense`: CHECK CONDITION,
+/// fixed-format sense data, `CTL_SCSI_ERROR | CTL_AUTOSENSE`.
 ///
 /// # Safety
 ///
-/// `io` is a live SCSI I/O.
-unsafe fn response_of(io: *mut sys::ctl_io) -> Response {
+/// `ctsio` is a SCSI I/O.
+unsafe fn set_sense(ctsio: *mut sys::ctl_scsiio, sense: &Sense) {
+    let bytes = sense.fixed();
     // SAFETY: the caller's contract.
-    let s = unsafe { &(*io).scsiio };
-    match s.io_hdr.status & sys::CTL_STATUS_MASK {
-        sys::CTL_SUCCESS => Response {
-            status: GOOD,
-            sense: Vec::new(),
-            data: Vec::new(),
-        },
-        sys::CTL_SCSI_ERROR => {
-            let n = usize::from(s.sense_len).min(std::mem::size_of_val(&s.sense_data));
-            // SAFETY: sense_data holds at least `n` bytes.
-            let sense = unsafe { std::slice::from_raw_parts((&raw const s.sense_data).cast::<u8>(), n) }.to_vec();
-            Response {
-                status: s.scsi_status,
-                sense,
-                data: Vec::new(),
+    unsafe { set_status(ctsio, CHECK_CONDITION, &bytes) };
+}
+
+/// A SCSI error status with `sense` (none for BUSY and the like).
+///
+/// # Safety
+///
+/// `ctsio` is a SCSI I/O.
+unsafe fn set_status(ctsio: *mut sys::ctl_scsiio, status: u8, sense: &[u8]) {
+    // SAFETY: the caller's contract.
+    let io = unsafe { &mut *ctsio };
+    let n = sense.len().min(std::mem::size_of_val(&io.sense_data));
+    let dst = (&raw mut io.sense_data).cast::<u8>();
+    // SAFETY: `n` bytes fit scsi_sense_data.
+    unsafe {
+        std::ptr::write_bytes(dst, 0, std::mem::size_of_val(&io.sense_data));
+        std::ptr::copy_nonoverlapping(sense.as_ptr(), dst, n);
+    }
+    io.sense_len = n as u8;
+    io.scsi_status = status;
+    io.io_hdr.status = sys::CTL_SCSI_ERROR | if n > 0 { sys::CTL_AUTOSENSE } else { 0 };
+}
+
+/// The status of a command CTL answers itself (`ctl_scsi`'s outcome).
+///
+/// # Safety
+///
+/// `ctsio` is a SCSI I/O.
+unsafe fn set_outcome(ctsio: *mut sys::ctl_scsiio, outcome: &Outcome) {
+    if outcome.status == GOOD {
+        // SAFETY: the caller's contract.
+        unsafe { ctl_set_success(ctsio) };
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { set_status(ctsio, outcome.status, &outcome.sense) };
+    }
+}
+
+/// `ctl_set_invalid_field`: INVALID FIELD IN CDB (`command`) or IN
+/// PARAMETER LIST, with a field pointer and bit pointer when valid.
+///
+/// # Safety
+///
+/// `ctsio` is a SCSI I/O.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_set_invalid_field(
+    ctsio: *mut sys::ctl_scsiio,
+    sks_valid: c_int,
+    command: c_int,
+    field: c_int,
+    bit_valid: c_int,
+    bit: c_int,
+) {
+    let bit = (bit_valid != 0).then_some(bit as u8);
+    let mut sense = Sense::invalid_field(command != 0, field as u16, bit);
+    if sks_valid == 0 {
+        sense.sks = None;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { set_sense(ctsio, &sense) };
+}
+
+/// `ctl_set_invalid_field_ciu`: INVALID FIELD IN COMMAND INFORMATION UNIT
+/// (0E/03), with the sense key FreeBSD's ctl_error.c gives it, ABORTED
+/// COMMAND.
+///
+/// # Safety
+///
+/// `ctsio` is a SCSI I/O.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_set_invalid_field_ciu(ctsio: *mut sys::ctl_scsiio) {
+    // SAFETY: the caller's contract.
+    unsafe { set_sense(ctsio, &Sense::invalid_field_ciu()) };
+}
+
+/// `ctl_set_invalid_opcode`: INVALID COMMAND OPERATION CODE (20/00).
+///
+/// # Safety
+///
+/// `ctsio` is a SCSI I/O.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_set_invalid_opcode(ctsio: *mut sys::ctl_scsiio) {
+    // SAFETY: the caller's contract.
+    unsafe { set_sense(ctsio, &Sense::invalid_opcode()) };
+}
+
+/// `ctl_set_internal_failure`: HARDWARE ERROR, INTERNAL TARGET FAILURE
+/// (44/00), the retry count in the sense-key-specific bytes when valid.
+///
+/// # Safety
+///
+/// `ctsio` is a SCSI I/O.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_set_internal_failure(ctsio: *mut sys::ctl_scsiio, sks_valid: c_int, retry_count: u16) {
+    // SAFETY: the caller's contract.
+    unsafe { set_sense(ctsio, &Sense::internal_failure(sks_valid != 0, retry_count)) };
+}
+
+/// `ctl_set_lba_out_of_range`: LOGICAL BLOCK ADDRESS OUT OF RANGE (21/00),
+/// INFORMATION for a non-zero LBA.
+///
+/// # Safety
+///
+/// `ctsio` is a SCSI I/O.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_set_lba_out_of_range(ctsio: *mut sys::ctl_scsiio, lba: u64) {
+    // SAFETY: the caller's contract.
+    unsafe { set_sense(ctsio, &Sense::lba_out_of_range(lba)) };
+}
+
+/// `ctl_set_medium_error`: UNRECOVERED READ ERROR (11/00) for a read,
+/// WRITE ERROR - AUTO REALLOCATION FAILED (0C/02) otherwise.
+///
+/// # Safety
+///
+/// `ctsio` is a SCSI I/O.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_set_medium_error(ctsio: *mut sys::ctl_scsiio, read: c_int) {
+    let sense = if read != 0 {
+        Sense::new(0x03, 0x11, 0x00)
+    } else {
+        Sense::new(0x03, 0x0C, 0x02)
+    };
+    // SAFETY: the caller's contract.
+    unsafe { set_sense(ctsio, &sense) };
+}
+
+/// `ctl_set_aborted`: ABORTED COMMAND, SELECT OR RESELECT FAILURE (45/00).
+///
+/// # Safety
+///
+/// `ctsio` is a SCSI I/O.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_set_aborted(ctsio: *mut sys::ctl_scsiio) {
+    // SAFETY: the caller's contract.
+    unsafe { set_sense(ctsio, &Sense::new(0x0B, 0x45, 0x00)) };
+}
+
+/// `ctl_set_task_aborted`: TASK ABORTED status, no sense,
+/// `CTL_CMD_ABORTED`.
+///
+/// # Safety
+///
+/// `ctsio` is a SCSI I/O.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_set_task_aborted(ctsio: *mut sys::ctl_scsiio) {
+    // SAFETY: the caller's contract.
+    let io = unsafe { &mut *ctsio };
+    io.scsi_status = TASK_ABORTED;
+    io.sense_len = 0;
+    io.io_hdr.status = sys::CTL_CMD_ABORTED;
+}
+
+/// `ctl_io_set_success` (FreeBSD 15): `ctl_set_success` for a SCSI I/O.
+///
+/// # Safety
+///
+/// `io` is a SCSI I/O.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_io_set_success(io: *mut sys::ctl_io) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if (*io).io_hdr.io_type != sys::CTL_IO_SCSI {
+            kpanic!("ctl_io_set_success: I/O {io:p} is not a SCSI I/O");
+        }
+        ctl_set_success(&raw mut (*io).scsiio);
+    }
+}
+
+// --- the I/O path ---
+
+/// The flags of an I/O, which a task management function may change while
+/// others use the I/O (CTL sets `CTL_FLAG_ABORT` under the LUN lock while
+/// the backend holds the I/O).
+///
+/// # Safety
+///
+/// `io` is a live I/O.
+unsafe fn flags_of<'a>(io: *mut sys::ctl_io) -> &'a AtomicU32 {
+    // SAFETY: the caller's contract; the field is an aligned u32.
+    unsafe { AtomicU32::from_ptr(&raw mut (*io).io_hdr.flags) }
+}
+
+/// The ctl_lba_len_flags in an I/O's private area (`ARGS(io)`).
+///
+/// # Safety
+///
+/// `io` is a live I/O.
+unsafe fn args(io: *mut sys::ctl_io) -> *mut sys::ctl_lba_len_flags {
+    // SAFETY: the caller's contract; ctl_priv holds 16 bytes, aligned for
+    // the structure.
+    unsafe { (&raw mut (*io).io_hdr.ctl_private[sys::CTL_PRIV_LBA_LEN as usize]).cast() }
+}
+
+/// Whether an I/O's status lets it go on: none yet, or success.
+fn status_ok(status: u32) -> bool {
+    matches!(status & sys::CTL_STATUS_MASK, sys::CTL_STATUS_NONE | sys::CTL_SUCCESS)
+}
+
+/// ctl_queue, ctl_scsiio_precheck and ctl_scsiio for an I/O the frontend
+/// built (nexus, CDB, tag): `Ok` with CTL's own answer when it completes
+/// the command without the backend (its data in `data_in`; the I/O stays
+/// the frontend's), or `Err` with what CTL does with it, which the
+/// frontend starts with [`start`] once it has attached its state.
+///
+/// # Safety
+///
+/// `io` is a SCSI I/O the frontend owns.
+pub(crate) unsafe fn precheck(io: *mut sys::ctl_io, data_in: &mut [u8]) -> Result<Outcome, Disposition> {
+    // SAFETY: the caller's contract.
+    let (lun_id, initid, cdb) = unsafe {
+        let s = &(*io).scsiio;
+        let n = usize::from(s.cdb_len).min(s.cdb.len());
+        (
+            s.io_hdr.nexus.targ_mapped_lun,
+            s.io_hdr.nexus.initid,
+            s.cdb[..n].to_vec(),
+        )
+    };
+    let (disposition, be_lun) = with(|c| {
+        let mapped: Vec<u32> = if cdb.first() == Some(&0xA0) {
+            c.luns.iter().filter(|(_, s)| !s.removing).map(|(&id, _)| id).collect()
+        } else {
+            Vec::new()
+        };
+        let slot = c.luns.get_mut(&lun_id).filter(|s| !s.removing);
+        let be_lun = slot.as_ref().map_or(0, |s| s.be_lun);
+        let disposition = ctl_scsi::dispatch(slot.map(|s| &mut s.model), &PORT, initid, &mapped, &cdb, data_in);
+        if !matches!(disposition, Disposition::Done(_)) {
+            if let Some(slot) = c.luns.get_mut(&lun_id) {
+                slot.outstanding += 1;
+            }
+            c.pending.insert(
+                io as usize,
+                Pending {
+                    lun: lun_id,
+                    in_backend: false,
+                },
+            );
+        }
+        (disposition, be_lun)
+    });
+    let disposition = match disposition {
+        Disposition::Done(outcome) => return Ok(outcome),
+        other => other,
+    };
+    let dir = match ctl_scsi::direction(&cdb) {
+        Direction::In => sys::CTL_FLAG_DATA_IN,
+        Direction::Out => sys::CTL_FLAG_DATA_OUT,
+        Direction::None => sys::CTL_FLAG_DATA_NONE,
+    };
+    // SAFETY: the I/O is CTL's now; nobody else uses it yet.
+    unsafe {
+        let h = &mut (*io).io_hdr;
+        h.flags = (h.flags & !sys::CTL_FLAG_DATA_MASK) | dir;
+        h.ctl_private[sys::CTL_PRIV_LUN as usize].ptrs[0] = (lun_id as usize + 1) as *mut c_void;
+        h.ctl_private[sys::CTL_PRIV_BACKEND_LUN as usize].ptrs[0] = be_lun as *mut c_void;
+    }
+    Err(disposition)
+}
+
+/// Carries out what CTL decided for a command it holds (the end of the
+/// command's ctl.c function): the backend's entry point with the
+/// arguments ctl.c gives it, a data move into a buffer CTL allocates, or
+/// completion.
+///
+/// # Safety
+///
+/// `io` is an I/O CTL holds and no one else uses.
+pub(crate) unsafe fn start(io: *mut sys::ctl_io, disposition: Disposition) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let s = &raw mut (*io).scsiio;
+        match disposition {
+            Disposition::Done(outcome) => {
+                free_allocated(io);
+                set_outcome(s, &outcome);
+                done(io);
+            }
+            Disposition::DoneKeepingData(outcome) => {
+                set_outcome(s, &outcome);
+                done(io);
+            }
+            Disposition::DataSubmit {
+                lba,
+                len,
+                flags,
+                total_len,
+                compare_and_write,
+            } => {
+                *args(io) = sys::ctl_lba_len_flags { lba, len, flags };
+                (*s).kern_total_len = total_len;
+                (*s).kern_rel_offset = 0;
+                if compare_and_write {
+                    flags_of(io).fetch_or(sys::CTL_FLAG_IO_CONT, Ordering::Relaxed);
+                    (*s).io_cont = Some(ctl_cnw_cont);
+                }
+                to_backend(io, Done::DataSubmit);
+            }
+            Disposition::ConfigRead {
+                lba,
+                len,
+                data,
+                data_len,
+            } => {
+                let buf = allocate(data.len(), true);
+                std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+                (*s).kern_data_ptr = buf;
+                (*s).kern_rel_offset = 0;
+                (*s).kern_sg_entries = 0;
+                (*s).kern_data_len = data_len;
+                (*s).kern_total_len = data_len;
+                ctl_set_success(s);
+                flags_of(io).fetch_or(sys::CTL_FLAG_ALLOCATED, Ordering::Relaxed);
+                (*s).be_move_done = Some(ctl_config_move_done);
+                *args(io) = sys::ctl_lba_len_flags { lba, len, flags: 0 };
+                to_backend(io, Done::ConfigRead);
+            }
+            Disposition::ConfigWrite {
+                lba_len,
+                write_same_cont,
+            } => {
+                if let Some((lba, len, flags)) = lba_len {
+                    *args(io) = sys::ctl_lba_len_flags { lba, len, flags };
+                }
+                if write_same_cont {
+                    flags_of(io).fetch_or(sys::CTL_FLAG_IO_CONT, Ordering::Relaxed);
+                    (*s).io_cont = Some(ctl_write_same_cont);
+                }
+                to_backend(io, Done::ConfigWrite);
+            }
+            Disposition::DataOut { len } => {
+                (*s).kern_data_ptr = allocate(len as usize, false);
+                (*s).kern_data_len = len;
+                (*s).kern_total_len = len;
+                (*s).kern_rel_offset = 0;
+                (*s).kern_sg_entries = 0;
+                flags_of(io).fetch_or(sys::CTL_FLAG_ALLOCATED, Ordering::Relaxed);
+                (*s).be_move_done = Some(ctl_config_move_done);
+                ctl_datamove(io);
+            }
+            Disposition::Unmap { offset, len, flags } => {
+                let ptrlen = args(io).cast::<sys::ctl_ptr_len_flags>();
+                *ptrlen = sys::ctl_ptr_len_flags {
+                    ptr: (*s).kern_data_ptr.add(offset as usize),
+                    len,
+                    flags,
+                };
+                to_backend(io, Done::ConfigWrite);
             }
         }
-        other => kpanic!("a backend completed an I/O with status {other:#x}, which CTL cannot report"),
+    }
+}
+
+/// malloc(M_CTL, M_WAITOK), zeroed or not: a buffer CTL gives an I/O.
+fn allocate(len: usize, zero: bool) -> *mut u8 {
+    let flags = sys::M_WAITOK | if zero { sys::M_ZERO } else { 0 };
+    // SAFETY: M_CTL is registered at boot.
+    unsafe { malloc::simkern_malloc(len, mem_type(), flags as c_int) }.cast()
+}
+
+/// Frees the buffer CTL allocated for an I/O (`CTL_FLAG_ALLOCATED`).
+///
+/// # Safety
+///
+/// `io` is a live I/O whose ALLOCATED buffer, if any, is CTL's.
+unsafe fn free_allocated(io: *mut sys::ctl_io) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if flags_of(io).fetch_and(!sys::CTL_FLAG_ALLOCATED, Ordering::Relaxed) & sys::CTL_FLAG_ALLOCATED != 0 {
+            let buf = std::mem::replace(&mut (*io).scsiio.kern_data_ptr, std::ptr::null_mut());
+            malloc::simkern_free(buf.cast(), mem_type());
+        }
+    }
+}
+
+/// Hands `io` to its LUN's backend through `entry`, as ctl.c's command
+/// functions end.
+///
+/// # Safety
+///
+/// `io` is an I/O CTL holds, with its backend LUN set.
+unsafe fn to_backend(io: *mut sys::ctl_io, entry: Done) {
+    with(|c| match c.pending.get_mut(&(io as usize)) {
+        Some(p) => p.in_backend = true,
+        None => kpanic!("ctl: I/O {io:p} handed to a backend is not CTL's"),
+    });
+    // SAFETY: the caller's contract: the LUN and its backend outlive the
+    // I/O.
+    let rc = unsafe {
+        let be_lun = (*io).io_hdr.ctl_private[sys::CTL_PRIV_BACKEND_LUN as usize].ptrs[0].cast::<sys::ctl_be_lun>();
+        let be = (*be_lun).be;
+        let f = match entry {
+            Done::DataSubmit => (*be).data_submit,
+            Done::ConfigRead => (*be).config_read,
+            Done::ConfigWrite => (*be).config_write,
+        };
+        let Some(f) = f else {
+            kpanic!("backend {} has no entry point for {entry:?}", name_of(be));
+        };
+        f(io)
+    };
+    if rc != sys::CTL_RETVAL_COMPLETE as c_int {
+        kpanic!("a backend returned {rc} from {entry:?}; CTL expects CTL_RETVAL_COMPLETE");
+    }
+}
+
+/// A backend gives `io` back through `how`: it must hold it (completing an
+/// I/O twice, or one CTL never handed out, stops the kernel).
+fn backend_done(io: *mut sys::ctl_io, how: Done) {
+    with(|c| {
+        match c.pending.get_mut(&(io as usize)) {
+            Some(p) if p.in_backend => p.in_backend = false,
+            Some(_) => kpanic!("{how:?}: I/O {io:p} is not in the backend (completed twice)"),
+            None => kpanic!("{how:?}: I/O {io:p} is not outstanding (completed twice, or never submitted)"),
+        }
+        c.done.push((io as usize, how));
+    });
+}
+
+/// ctl_done and ctl_process_done: the I/O leaves its LUN's OOA queue (a
+/// removed LUN whose last I/O it was is freed: `lun_shutdown`), an aborted
+/// I/O gets TASK ABORTED, and the frontend sends the status and frees the
+/// I/O (fe_done).
+///
+/// # Safety
+///
+/// `io` is an I/O CTL holds; it is gone when this returns.
+unsafe fn done(io: *mut sys::ctl_io) {
+    let shutdown = with(|c| {
+        let Some(p) = c.pending.remove(&(io as usize)) else {
+            kpanic!("ctl_done: I/O {io:p} is not outstanding (completed twice)");
+        };
+        let mut shutdown = None;
+        if let Some(slot) = c.luns.get_mut(&p.lun) {
+            slot.outstanding -= 1;
+            if slot.removing && slot.outstanding == 0 {
+                shutdown = c.luns.remove(&p.lun).map(|s| s.be_lun);
+            }
+        }
+        shutdown
+    });
+    // SAFETY: the caller's contract.
+    unsafe {
+        if flags_of(io).load(Ordering::Relaxed) & sys::CTL_FLAG_ABORT != 0 {
+            ctl_set_task_aborted(&raw mut (*io).scsiio);
+        }
+        if let Some(be_lun) = shutdown {
+            shut_down(be_lun as *mut sys::ctl_be_lun);
+        }
+        frontend::done(io);
     }
 }
 
@@ -323,22 +796,317 @@ unsafe fn shut_down(be_lun: *mut sys::ctl_be_lun) {
     }
 }
 
-/// `ctl_data_submit_done`.
-#[unsafe(no_mangle)]
-pub extern "C" fn ctl_data_submit_done(io: *mut sys::ctl_io) {
-    complete(io, Done::DataSubmit);
+/// Whether a completion continues the I/O (`CTL_FLAG_IO_CONT`, not
+/// aborted, status none or success).
+///
+/// # Safety
+///
+/// `io` is a live I/O.
+unsafe fn continues(io: *mut sys::ctl_io) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let flags = flags_of(io).load(Ordering::Relaxed);
+        flags & sys::CTL_FLAG_IO_CONT != 0 && flags & sys::CTL_FLAG_ABORT == 0 && status_ok((*io).io_hdr.status)
+    }
 }
 
-/// `ctl_config_read_done`.
-#[unsafe(no_mangle)]
-pub extern "C" fn ctl_config_read_done(io: *mut sys::ctl_io) {
-    complete(io, Done::ConfigRead);
+/// ctl_continue_io: the command's continuation, in the completing thread.
+///
+/// # Safety
+///
+/// `io` is an I/O CTL holds.
+unsafe fn continue_io(io: *mut sys::ctl_io) {
+    // SAFETY: the caller's contract.
+    let Some(f) = (unsafe { (*io).scsiio.io_cont }) else {
+        kpanic!("ctl: I/O {io:p} has CTL_FLAG_IO_CONT but no io_cont");
+    };
+    // SAFETY: CTL's continuation for its own I/O.
+    unsafe { f(io) };
 }
 
-/// `ctl_config_write_done`.
+/// `ctl_data_submit_done`: the backend is done with a data_submit; CTL
+/// continues the I/O (COMPARE AND WRITE's write) or completes it.
+///
+/// # Safety
+///
+/// `io` is an I/O CTL handed the backend.
 #[unsafe(no_mangle)]
-pub extern "C" fn ctl_config_write_done(io: *mut sys::ctl_io) {
-    complete(io, Done::ConfigWrite);
+pub unsafe extern "C" fn ctl_data_submit_done(io: *mut sys::ctl_io) {
+    backend_done(io, Done::DataSubmit);
+    // SAFETY: the caller's contract; the I/O is CTL's again.
+    unsafe {
+        if continues(io) {
+            continue_io(io);
+        } else {
+            done(io);
+        }
+    }
+}
+
+/// `ctl_config_write_done`: the backend is done with a config_write; CTL
+/// continues the I/O (WRITE SAME's next piece) or frees the buffer it
+/// allocated (`CTL_FLAG_ALLOCATED`) and completes it.
+///
+/// # Safety
+///
+/// `io` is an I/O CTL handed the backend.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_config_write_done(io: *mut sys::ctl_io) {
+    backend_done(io, Done::ConfigWrite);
+    // SAFETY: the caller's contract; the I/O is CTL's again.
+    unsafe {
+        if continues(io) {
+            continue_io(io);
+            return;
+        }
+        free_allocated(io);
+        done(io);
+    }
+}
+
+/// `ctl_config_read_done`: the backend is done with a config_read; after
+/// an error or an abort CTL frees its buffer and completes the I/O,
+/// otherwise it continues it or moves the data to the initiator (whose
+/// `be_move_done`, `ctl_config_move_done`, completes it).
+///
+/// # Safety
+///
+/// `io` is an I/O CTL handed the backend.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_config_read_done(io: *mut sys::ctl_io) {
+    backend_done(io, Done::ConfigRead);
+    // SAFETY: the caller's contract; the I/O is CTL's again.
+    unsafe {
+        let flags = flags_of(io).load(Ordering::Relaxed);
+        if flags & sys::CTL_FLAG_ABORT != 0 || !status_ok((*io).io_hdr.status) {
+            free_allocated(io);
+            done(io);
+            return;
+        }
+        if flags & sys::CTL_FLAG_IO_CONT != 0 {
+            continue_io(io);
+            return;
+        }
+        ctl_datamove(io);
+    }
+}
+
+/// ctl_cnw_cont: COMPARE AND WRITE's second pass, once the compare
+/// succeeded: the status is reset, ARGS turns from COMPARE to WRITE, and
+/// data_submit runs again.
+///
+/// # Safety
+///
+/// `io` is a COMPARE AND WRITE CTL holds.
+unsafe extern "C" fn ctl_cnw_cont(io: *mut sys::ctl_io) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe {
+        (*io).io_hdr.status = sys::CTL_STATUS_NONE;
+        flags_of(io).fetch_and(!sys::CTL_FLAG_IO_CONT, Ordering::Relaxed);
+        let a = args(io);
+        (*a).flags = ((*a).flags & !sys::CTL_LLF_COMPARE) | sys::CTL_LLF_WRITE;
+        to_backend(io, Done::DataSubmit);
+    }
+    sys::CTL_RETVAL_COMPLETE as c_int
+}
+
+/// ctl_write_same_cont: WRITE SAME to the last LBA, the next piece: ARGS
+/// moves past the blocks done; the last piece (at most 2^32-1 blocks) ends
+/// the continuation.
+///
+/// # Safety
+///
+/// `io` is a WRITE SAME CTL holds.
+unsafe extern "C" fn ctl_write_same_cont(io: *mut sys::ctl_io) -> c_int {
+    // SAFETY: the caller's contract; the backend LUN outlives the I/O.
+    unsafe {
+        (*io).io_hdr.status = sys::CTL_STATUS_NONE;
+        let a = args(io);
+        (*a).lba += u64::from((*a).len);
+        let be_lun = (*io).io_hdr.ctl_private[sys::CTL_PRIV_BACKEND_LUN as usize].ptrs[0].cast::<sys::ctl_be_lun>();
+        let left = (*be_lun).maxlba.wrapping_add(1).wrapping_sub((*a).lba);
+        if left <= u64::from(u32::MAX) {
+            flags_of(io).fetch_and(!sys::CTL_FLAG_IO_CONT, Ordering::Relaxed);
+            (*a).len = left as u32;
+        }
+        to_backend(io, Done::ConfigWrite);
+    }
+    sys::CTL_RETVAL_COMPLETE as c_int
+}
+
+/// `ctl_config_move_done`: the `be_move_done` of CTL's own data moves.
+/// For DATA-IN, after an error or an abort, CTL frees its buffer and
+/// completes the I/O; otherwise (data in from the initiator) it runs the
+/// command's ctl.c function again with the data (ctl_scsiio), which hands
+/// WRITE SAME and UNMAP to the backend's config_write from this thread,
+/// the frontend's.
+///
+/// # Safety
+///
+/// `io` is an I/O CTL holds whose data move is done.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_config_move_done(io: *mut sys::ctl_io, _samethr: bool) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let flags = flags_of(io).load(Ordering::Relaxed);
+        if flags & sys::CTL_FLAG_DATA_MASK == sys::CTL_FLAG_DATA_IN
+            || !status_ok((*io).io_hdr.status)
+            || flags & sys::CTL_FLAG_ABORT != 0
+        {
+            free_allocated(io);
+            done(io);
+            return sys::CTL_RETVAL_COMPLETE as c_int;
+        }
+        let s = &(*io).scsiio;
+        let cdb = s.cdb[..usize::from(s.cdb_len).min(s.cdb.len())].to_vec();
+        let moved = (flags & sys::CTL_FLAG_ALLOCATED != 0).then(|| {
+            let len = s.kern_total_len.saturating_sub(s.kern_data_resid) as usize;
+            std::slice::from_raw_parts(s.kern_data_ptr.cast_const(), len)
+        });
+        let initid = s.io_hdr.nexus.initid;
+        let disposition = with(|c| {
+            let Some(lun) = c.pending.get(&(io as usize)).map(|p| p.lun) else {
+                kpanic!("ctl_config_move_done: I/O {io:p} is not CTL's");
+            };
+            let Some(slot) = c.luns.get_mut(&lun) else {
+                kpanic!("ctl_config_move_done: LUN {lun} of I/O {io:p} is gone");
+            };
+            ctl_scsi::resume(&mut slot.model, &PORT, initid, &cdb, moved)
+        });
+        start(io, disposition);
+    }
+    sys::CTL_RETVAL_COMPLETE as c_int
+}
+
+/// `ctl_datamove`: the backend (or CTL) asks the frontend to move
+/// `kern_data_len` bytes of `kern_data_ptr` (flat, or `kern_sg_entries`
+/// `ctl_sg_entry` entries) at `kern_rel_offset` of the transfer, in the
+/// I/O's direction.  `kern_data_resid` starts at `kern_data_len`.  An
+/// aborted I/O fails at once (`port_status` 31337) and an empty move
+/// succeeds at once, both calling `be_move_done` before this returns
+/// (`samethr` true); otherwise the frontend moves the data on its own
+/// thread and then calls `ctl_datamove_done`.
+///
+/// # Safety
+///
+/// `io` is an I/O CTL holds, set up for a data move, whose buffers stay
+/// valid until `be_move_done`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_datamove(io: *mut sys::ctl_io) {
+    if !with(|c| c.pending.contains_key(&(io as usize))) {
+        kpanic!("ctl_datamove: I/O {io:p} is not CTL's (completed, or never submitted)");
+    }
+    // SAFETY: the caller's contract.
+    unsafe {
+        let s = &raw mut (*io).scsiio;
+        (*s).kern_data_resid = (*s).kern_data_len;
+        if flags_of(io).load(Ordering::Relaxed) & sys::CTL_FLAG_ABORT != 0 {
+            let n = &(*io).io_hdr.nexus;
+            console::print(&format!(
+                "ctl_datamove: tag {:#x} on ({}:{}:{}) aborted\n",
+                (*s).tag_num,
+                n.initid,
+                n.targ_port,
+                n.targ_lun
+            ));
+            (*io).io_hdr.port_status = PORT_STATUS_ABORTED;
+            done_process(io);
+            be_move_done(io, true);
+            return;
+        }
+        if (*s).kern_data_len == 0 {
+            done_process(io);
+            be_move_done(io, true);
+            return;
+        }
+        frontend::datamove(io);
+    }
+}
+
+/// `ctl_datamove_done` (FreeBSD 15): the frontend moved the data; CTL
+/// turns a transport error (`port_status`) into INTERNAL TARGET FAILURE
+/// and short DATA-OUT into INVALID FIELD IN COMMAND INFORMATION UNIT
+/// (while the status is none or success), then calls `be_move_done`.
+///
+/// # Safety
+///
+/// `io` is an I/O whose data move is done.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_datamove_done(io: *mut sys::ctl_io, samethr: bool) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        done_process(io);
+        be_move_done(io, samethr);
+    }
+}
+
+/// ctl_datamove_done_process.
+///
+/// # Safety
+///
+/// `io` is a live I/O.
+unsafe fn done_process(io: *mut sys::ctl_io) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let h = &raw mut (*io).io_hdr;
+        let s = &raw mut (*io).scsiio;
+        (*h).num_dmas += 1;
+        let ok = status_ok((*h).status);
+        let out = flags_of(io).load(Ordering::Relaxed) & sys::CTL_FLAG_DATA_MASK == sys::CTL_FLAG_DATA_OUT;
+        if (*h).port_status != 0 && ok {
+            set_sense(s, &Sense::internal_failure(true, (*h).port_status as u16));
+        } else if (*s).kern_data_resid != 0 && out && ok {
+            set_sense(s, &Sense::invalid_field_ciu());
+        }
+    }
+}
+
+/// ctl_be_move_done: the I/O's `be_move_done`.
+///
+/// # Safety
+///
+/// `io` is an I/O whose data move is done.
+unsafe fn be_move_done(io: *mut sys::ctl_io, samethr: bool) {
+    // SAFETY: the caller's contract.
+    let Some(f) = (unsafe { (*io).scsiio.be_move_done }) else {
+        kpanic!("ctl_datamove: I/O {io:p} has no be_move_done");
+    };
+    // SAFETY: the callback its owner set for this move.
+    unsafe { f(io, samethr) };
+}
+
+/// `ctl_serseq_done`: the backend lets commands serialized behind this one
+/// go (`CTL_FLAG_SERSEQ_DONE`); the simulated CTL does not serialize, so
+/// it only records it.
+///
+/// # Safety
+///
+/// `io` is an I/O CTL holds.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ctl_serseq_done(io: *mut sys::ctl_io) {
+    // SAFETY: the caller's contract.
+    unsafe { flags_of(io).fetch_or(sys::CTL_FLAG_SERSEQ_DONE, Ordering::Relaxed) };
+}
+
+/// ABORT TASK SET from the simulator's initiator on LUN `lun`, as
+/// ctl_abort_task_set does it for the I_T nexus: each of the nexus's I/Os
+/// on the LUN gets `CTL_FLAG_ABORT` (no `CTL_FLAG_ABORT_STATUS`: same
+/// nexus).  The backend is not told: `ctl_datamove` fails their data
+/// moves and they complete with TASK ABORTED.  Returns how many I/Os were
+/// marked.
+pub fn abort_task_set(lun: u32) -> usize {
+    with(|c| {
+        let mut marked = 0;
+        for (&io, p) in &c.pending {
+            if p.lun == lun {
+                // SAFETY: a pending I/O is live; CTL sets the flag under
+                // its lock while others use the I/O, as ctl.c does.
+                unsafe { flags_of(io as *mut sys::ctl_io).fetch_or(sys::CTL_FLAG_ABORT, Ordering::Relaxed) };
+                marked += 1;
+            }
+        }
+        marked
+    })
 }
 
 // --- LUNs ---
@@ -489,6 +1257,11 @@ pub extern "C" fn ctl_lun_has_media(be_lun: *mut sys::ctl_be_lun) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn ctl_lun_ejected(be_lun: *mut sys::ctl_be_lun) -> c_int {
     lun_event(be_lun, "ctl_lun_ejected", |m, _| m.ejected())
+}
+
+/// The backend's `ctl_be_lun` of LUN `lun`, while CTL holds it.
+pub fn be_lun_of(lun: u32) -> Option<*mut sys::ctl_be_lun> {
+    with(|c| c.luns.get(&lun).map(|s| s.be_lun as *mut sys::ctl_be_lun))
 }
 
 /// The numbers of the LUNs CTL holds, as `ctladm devlist` lists them: a
@@ -713,126 +1486,29 @@ pub fn lun_list_xml() -> String {
     xml + "</ctllunlist>\n"
 }
 
-// --- the frontend: commands from an initiator ---
+// --- the initiator's commands ---
 
-/// Sends one command from the simulator's initiator to LUN `lun_id` and
-/// waits for its status, as an iSCSI initiator would.
+/// The port CTL sees commands arrive on.
+static PORT: LazyLock<Port> = LazyLock::new(port);
+
+/// Sends one command without data-out from the simulator's initiator to
+/// LUN `lun_id` and waits for its status, as an iSCSI initiator would
+/// ([`execute`] with a SIMPLE task attribute, without the residual).
 pub fn command(lun_id: u32, cdb: &[u8], data_in_len: usize) -> Response {
-    let mut data_in = vec![0u8; data_in_len];
-    let port = port();
-    let entered = with(|c| {
-        let mapped: Vec<u32> = c.luns.iter().filter(|(_, s)| !s.removing).map(|(&id, _)| id).collect();
-        let slot = c.luns.get_mut(&lun_id).filter(|s| !s.removing);
-        let (be_lun, backend) = slot.as_ref().map_or((0, 0), |s| (s.be_lun, s.backend));
-        let disposition = ctl_scsi::dispatch(slot.map(|s| &mut s.model), &port, 0, &mapped, cdb, &mut data_in);
-        (disposition, be_lun, backend)
-    });
-    let (disposition, be_lun, backend) = entered;
-    let (entry, lba_len) = match disposition {
-        Disposition::Done(outcome) => {
-            data_in.truncate(outcome.transferred);
-            return Response {
-                status: outcome.status,
-                sense: outcome.sense,
-                data: data_in,
-            };
-        }
-        Disposition::DataSubmit { lba, len, flags, .. } => (Done::DataSubmit, Some((lba, len, flags))),
-        Disposition::ConfigRead { lba, len } => (Done::ConfigRead, Some((lba, len, 0))),
-        Disposition::ConfigWrite { lba_len, .. } => (Done::ConfigWrite, lba_len),
-    };
-    submit(
+    let r = execute(
         lun_id,
-        be_lun as *mut sys::ctl_be_lun,
-        backend as *const sys::ctl_backend_driver,
-        cdb,
-        entry,
-        lba_len,
-    )
-}
-
-/// Hands a command to the backend, as CTL's worker thread does, and waits
-/// for the backend to complete it.
-fn submit(
-    lun_id: u32,
-    be_lun: *mut sys::ctl_be_lun,
-    backend: *const sys::ctl_backend_driver,
-    cdb: &[u8],
-    entry: Done,
-    lba_len: Option<(u64, u32, u32)>,
-) -> Response {
-    let io_type = with(|c| c.io_type) as *mut sys::malloc_type;
-    // SAFETY: a registered malloc type; CTL's I/O pool does not sleep.
-    let io = unsafe {
-        malloc::simkern_malloc(
-            std::mem::size_of::<sys::ctl_io>(),
-            io_type,
-            (sys::M_NOWAIT | sys::M_ZERO) as c_int,
-        )
+        &Cmd {
+            cdb: cdb.to_vec(),
+            data_out: Vec::new(),
+            data_in_len,
+            task: TaskAttr::Simple,
+        },
+    );
+    Response {
+        status: r.status,
+        sense: r.sense,
+        data: r.data,
     }
-    .cast::<sys::ctl_io>();
-    // SAFETY: a fresh, zeroed I/O, ours until handed to the backend.
-    unsafe {
-        let s = &mut (*io).scsiio;
-        s.io_hdr.io_type = sys::CTL_IO_SCSI;
-        s.io_hdr.nexus = sys::ctl_nexus {
-            initid: 0,
-            targ_port: port().targ_port,
-            targ_lun: lun_id,
-            targ_mapped_lun: lun_id,
-        };
-        s.io_hdr.flags = sys::CTL_FLAG_DATA_NONE;
-        s.io_hdr.status = sys::CTL_STATUS_NONE;
-        s.io_hdr.ctl_private[sys::CTL_PRIV_LUN as usize].ptrs[0] = (lun_id as usize + 1) as *mut c_void;
-        s.io_hdr.ctl_private[sys::CTL_PRIV_BACKEND_LUN as usize].ptrs[0] = be_lun.cast();
-        if let Some((lba, len, flags)) = lba_len {
-            let llf = (&raw mut s.io_hdr.ctl_private[sys::CTL_PRIV_LBA_LEN as usize]).cast::<sys::ctl_lba_len_flags>();
-            *llf = sys::ctl_lba_len_flags { lba, len, flags };
-        }
-        let n = cdb.len().min(s.cdb.len());
-        s.cdb[..n].copy_from_slice(&cdb[..n]);
-        s.cdb_len = n as u8;
-        s.tag_type = sys::CTL_TAG_SIMPLE;
-        s.tag_num = with(|c| {
-            c.next_tag += 1;
-            c.next_tag
-        });
-    }
-    let waiter: Completion = Arc::new((Mutex::new(None), Condvar::new()));
-    with(|c| {
-        c.pending.insert(io as usize, (lun_id, waiter.clone()));
-        if let Some(slot) = c.luns.get_mut(&lun_id) {
-            slot.outstanding += 1;
-        }
-    });
-    // SAFETY: the backend's entry point for this kind of command, with an
-    // I/O CTL would hand it.
-    let rc = unsafe {
-        match entry {
-            Done::DataSubmit => (*backend).data_submit.map(|f| f(io)),
-            Done::ConfigRead => (*backend).config_read.map(|f| f(io)),
-            Done::ConfigWrite => (*backend).config_write.map(|f| f(io)),
-        }
-    };
-    if rc != Some(sys::CTL_RETVAL_COMPLETE as c_int) {
-        kpanic!("a backend returned {rc:?} from {entry:?}; CTL expects CTL_RETVAL_COMPLETE");
-    }
-    let (lock, cv) = &*waiter;
-    let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
-    while done.is_none() {
-        let (guard, timeout) = cv
-            .wait_timeout(done, COMMAND_DEADLINE)
-            .unwrap_or_else(|e| e.into_inner());
-        done = guard;
-        if timeout.timed_out() && done.is_none() {
-            kpanic!("an I/O on LUN {lun_id} was never completed by the backend ({entry:?})");
-        }
-    }
-    let response = done.take().unwrap_or_else(|| kpanic!("lost completion"));
-    drop(done);
-    // SAFETY: completed; the initiator is done with it.
-    unsafe { malloc::simkern_free(io.cast(), io_type) };
-    response
 }
 
 /// Each simulated function has the type its C prototype declares.
@@ -843,8 +1519,27 @@ const _: () = {
         sys::ctl_backend_deregister,
         ctl_backend_deregister,
     ];
-    let _: [unsafe extern "C" fn(*mut sys::ctl_scsiio); 4] =
-        [sys::ctl_set_success, ctl_set_success, sys::ctl_set_busy, ctl_set_busy];
+    let _: [unsafe extern "C" fn(*mut sys::ctl_scsiio); 12] = [
+        sys::ctl_set_success,
+        ctl_set_success,
+        sys::ctl_set_busy,
+        ctl_set_busy,
+        sys::ctl_set_invalid_field_ciu,
+        ctl_set_invalid_field_ciu,
+        sys::ctl_set_invalid_opcode,
+        ctl_set_invalid_opcode,
+        sys::ctl_set_aborted,
+        ctl_set_aborted,
+        sys::ctl_set_task_aborted,
+        ctl_set_task_aborted,
+    ];
+    let _: [unsafe extern "C" fn(*mut sys::ctl_scsiio, c_int, c_int, c_int, c_int, c_int); 2] =
+        [sys::ctl_set_invalid_field, ctl_set_invalid_field];
+    let _: [unsafe extern "C" fn(*mut sys::ctl_scsiio, c_int, u16); 2] =
+        [sys::ctl_set_internal_failure, ctl_set_internal_failure];
+    let _: [unsafe extern "C" fn(*mut sys::ctl_scsiio, u64); 2] =
+        [sys::ctl_set_lba_out_of_range, ctl_set_lba_out_of_range];
+    let _: [unsafe extern "C" fn(*mut sys::ctl_scsiio, c_int); 2] = [sys::ctl_set_medium_error, ctl_set_medium_error];
     let _: [unsafe extern "C" fn(*mut sys::ctl_be_lun) -> c_int; 14] = [
         sys::ctl_add_lun,
         ctl_add_lun,
@@ -862,12 +1557,21 @@ const _: () = {
         ctl_lun_ejected,
     ];
     let _: [unsafe extern "C" fn(*mut sys::ctl_be_lun); 2] = [sys::ctl_lun_capacity_changed, ctl_lun_capacity_changed];
-    let _: [unsafe extern "C" fn(*mut sys::ctl_io); 6] = [
+    let _: [unsafe extern "C" fn(*mut sys::ctl_io); 12] = [
         sys::ctl_data_submit_done,
         ctl_data_submit_done,
         sys::ctl_config_read_done,
         ctl_config_read_done,
         sys::ctl_config_write_done,
         ctl_config_write_done,
+        sys::ctl_datamove,
+        ctl_datamove,
+        sys::ctl_serseq_done,
+        ctl_serseq_done,
+        sys::ctl_io_set_success,
+        ctl_io_set_success,
     ];
+    let _: [unsafe extern "C" fn(*mut sys::ctl_io, bool); 2] = [sys::ctl_datamove_done, ctl_datamove_done];
+    let _: [unsafe extern "C" fn(*mut sys::ctl_io, bool) -> c_int; 2] =
+        [sys::ctl_config_move_done, ctl_config_move_done];
 };

@@ -100,7 +100,8 @@ pub struct Port {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Disposition {
     /// CTL answered (data copied into `data_in`; `Outcome.transferred`
-    /// bytes).
+    /// bytes); after a data move in ([`resume`]) CTL frees its buffer
+    /// first.
     Done(Outcome),
     /// data_submit, with the ctl_lba_len_flags CTL put in the I/O's private
     /// area and the total transfer (`kern_total_len`) in bytes.
@@ -113,25 +114,71 @@ pub enum Disposition {
         flags: u32,
         /// Bytes to move.
         total_len: u32,
+        /// COMPARE AND WRITE: `CTL_FLAG_IO_CONT` with `ctl_cnw_cont`, which
+        /// turns the compare into the write once the backend completes it.
+        compare_and_write: bool,
     },
-    /// config_read (GET LBA STATUS), with lba/len as CTL parsed them.
+    /// config_read (GET LBA STATUS): CTL allocates `data` (its answer for a
+    /// backend that cannot tell, `CTL_FLAG_ALLOCATED`), `data_len` bytes of
+    /// which go to the initiator (`kern_data_len` and `kern_total_len`);
+    /// ARGS has the LBA and `len`, the buffer's size.  The status is already
+    /// GOOD (ctl_set_success) when the backend sees it.
     ConfigRead {
-        /// First LBA.
+        /// The LBA asked about.
         lba: u64,
-        /// Blocks.
+        /// `lbalen->len`: the buffer's size in bytes.
         len: u32,
+        /// The buffer as CTL fills it.
+        data: Vec<u8>,
+        /// Bytes for the initiator: min(buffer, allocation length).
+        data_len: u32,
     },
     /// config_write: SYNCHRONIZE CACHE and WRITE SAME with the
     /// ctl_lba_len_flags CTL filled (flags: the raw CDB byte 1, as ctl.c
-    /// does; WRITE SAME with NUMBER OF BLOCKS 0 made explicit), UNMAP
-    /// (`lba_len` None, `data_out_len` the parameter list length), START
-    /// STOP UNIT and PREVENT ALLOW (`lba_len` None).
+    /// does; WRITE SAME with NUMBER OF BLOCKS 0 made explicit), START STOP
+    /// UNIT and PREVENT ALLOW (`lba_len` None).
     ConfigWrite {
         /// (lba, len, flags) for SYNCHRONIZE CACHE and WRITE SAME.
         lba_len: Option<(u64, u32, u32)>,
-        /// Bytes of data the initiator sends first.
-        data_out_len: u32,
+        /// WRITE SAME to the last LBA beyond 2^32-1 blocks: `CTL_FLAG_IO_CONT`
+        /// with `ctl_write_same_cont`, which issues the next 2^31 blocks.
+        write_same_cont: bool,
     },
+    /// CTL first moves `len` bytes of parameter data in from the initiator
+    /// (WRITE SAME's block, UNMAP's list) into a buffer it allocates
+    /// (`CTL_FLAG_ALLOCATED`, `be_move_done = ctl_config_move_done`), which
+    /// then runs the command again: [`resume`].
+    DataOut {
+        /// Bytes to move in.
+        len: u32,
+    },
+    /// UNMAP's validated list: config_write with `ctl_ptr_len_flags`
+    /// pointing `offset` bytes into CTL's buffer (the first descriptor),
+    /// `len` bytes of descriptors and the CDB's byte 1 as flags.
+    Unmap {
+        /// Offset of the first descriptor in the parameter data.
+        offset: u32,
+        /// Bytes of descriptors, trailing empty ones dropped.
+        len: u32,
+        /// CDB byte 1 (ANCHOR).
+        flags: u32,
+    },
+    /// CTL completes the command after moving data in without freeing its
+    /// buffer: ctl.c's `ctl_done` paths of ctl_write_same and ctl_unmap
+    /// that skip the `free` (FreeBSD 15 leaks the buffer there).
+    DoneKeepingData(Outcome),
+}
+
+/// The data direction of a command (the `CTL_FLAG_DATA_*` bits of its
+/// ctl_cmd_table.c entry, which ctl_scsiio_precheck copies into the I/O).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// `CTL_FLAG_DATA_IN`: to the initiator.
+    In,
+    /// `CTL_FLAG_DATA_OUT`: from the initiator.
+    Out,
+    /// `CTL_FLAG_DATA_NONE`.
+    None,
 }
 
 impl Default for BackendLun {
@@ -172,9 +219,11 @@ pub const EINVAL: i32 = 22;
 
 // Sense keys (scsi_all.h).
 const KEY_NOT_READY: u8 = 0x02;
+const KEY_HARDWARE_ERROR: u8 = 0x04;
 const KEY_ILLEGAL_REQUEST: u8 = 0x05;
 const KEY_UNIT_ATTENTION: u8 = 0x06;
 const KEY_DATA_PROTECT: u8 = 0x07;
+const KEY_ABORTED_COMMAND: u8 = 0x0B;
 
 // Fixed-format sense bits (scsi_all.h): VALID in byte 0, SKSV, C/D and BPV
 // in the first sense-key-specific byte.
@@ -188,18 +237,19 @@ const FIXED_SENSE_LEN: usize = 18;
 
 /// One CHECK CONDITION as ctl_error.c's `ctl_set_*` helpers build it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Sense {
-    key: u8,
-    asc: u8,
-    ascq: u8,
+pub(crate) struct Sense {
+    pub(crate) key: u8,
+    pub(crate) asc: u8,
+    pub(crate) ascq: u8,
     /// INFORMATION (VALID is set only when it fits the 4-byte fixed field).
-    info: Option<u64>,
+    pub(crate) info: Option<u64>,
     /// The three sense-key-specific bytes (15-17).
-    sks: Option<[u8; 3]>,
+    pub(crate) sks: Option<[u8; 3]>,
 }
 
 impl Sense {
-    const fn new(key: u8, asc: u8, ascq: u8) -> Sense {
+    /// Sense without INFORMATION or sense-key-specific bytes.
+    pub(crate) const fn new(key: u8, asc: u8, ascq: u8) -> Sense {
         Sense {
             key,
             asc,
@@ -211,7 +261,7 @@ impl Sense {
 
     /// ctl_set_invalid_field: INVALID FIELD IN CDB (24/00) or IN PARAMETER
     /// LIST (26/00) with a field pointer and an optional bit pointer.
-    fn invalid_field(command: bool, field: u16, bit: Option<u8>) -> Sense {
+    pub(crate) fn invalid_field(command: bool, field: u16, bit: Option<u8>) -> Sense {
         let mut sks0 = SSD_SCS_VALID;
         if command {
             sks0 |= SSD_FIELDPTR_CMD;
@@ -228,7 +278,7 @@ impl Sense {
     }
 
     /// ctl_set_invalid_opcode: 20/00 pointing at the operation code.
-    fn invalid_opcode() -> Sense {
+    pub(crate) fn invalid_opcode() -> Sense {
         Sense {
             sks: Some([SSD_SCS_VALID | SSD_FIELDPTR_CMD, 0, 0]),
             ..Sense::new(KEY_ILLEGAL_REQUEST, 0x20, 0x00)
@@ -236,15 +286,31 @@ impl Sense {
     }
 
     /// ctl_set_lba_out_of_range: 21/00, INFORMATION only for a non-zero LBA.
-    fn lba_out_of_range(lba: u64) -> Sense {
+    pub(crate) fn lba_out_of_range(lba: u64) -> Sense {
         Sense {
             info: (lba != 0).then_some(lba),
             ..Sense::new(KEY_ILLEGAL_REQUEST, 0x21, 0x00)
         }
     }
 
+    /// ctl_set_internal_failure: INTERNAL TARGET FAILURE (44/00), with the
+    /// retry count as sense-key-specific bytes when `sks_valid`.
+    pub(crate) fn internal_failure(sks_valid: bool, retry_count: u16) -> Sense {
+        let [hi, lo] = retry_count.to_be_bytes();
+        Sense {
+            sks: sks_valid.then_some([SSD_SCS_VALID, hi, lo]),
+            ..Sense::new(KEY_HARDWARE_ERROR, 0x44, 0x00)
+        }
+    }
+
+    /// ctl_set_invalid_field_ciu: INVALID FIELD IN COMMAND INFORMATION UNIT
+    /// (0E/03), which ctl_error.c reports as ABORTED COMMAND.
+    pub(crate) const fn invalid_field_ciu() -> Sense {
+        Sense::new(KEY_ABORTED_COMMAND, 0x0E, 0x03)
+    }
+
     /// The 18 bytes of fixed-format sense data.
-    fn fixed(&self) -> Vec<u8> {
+    pub(crate) fn fixed(&self) -> Vec<u8> {
         let mut sense = vec![0u8; FIXED_SENSE_LEN];
         sense[0] = SSD_CURRENT_ERROR;
         sense[2] = self.key & 0x0F;
@@ -263,11 +329,16 @@ impl Sense {
 
     /// CHECK CONDITION with this sense, nothing transferred.
     fn outcome(&self) -> Disposition {
-        Disposition::Done(Outcome {
+        Disposition::Done(self.fixed_outcome())
+    }
+
+    /// The initiator's view of this sense: CHECK CONDITION, nothing moved.
+    pub(crate) fn fixed_outcome(&self) -> Outcome {
+        Outcome {
             status: CHECK_CONDITION,
             sense: self.fixed(),
             transferred: 0,
-        })
+        }
     }
 }
 
@@ -359,6 +430,7 @@ struct Command {
     op: Op,
     flags: u32,
     usage: &'static [u8],
+    dir: Direction,
 }
 
 impl Command {
@@ -375,7 +447,8 @@ fn command_entry(opcode: u8, byte1: u8) -> Result<Command, Sense> {
     const DISK_READ: u32 = F_OK_ON_DIRECT | F_OK_ON_CDROM;
     const DISK_WRITE: u32 = F_OK_ON_DIRECT | F_PAT_WRITE;
     const NO_LUN: u32 = F_OK_ON_NO_LUN | F_OK_ON_BOTH | F_NO_SENSE | F_OK_ON_NO_MEDIA | F_OK_ON_UNAVAIL;
-    let entry = |op, flags, usage: &'static [u8]| Ok(Command { op, flags, usage });
+    let dir = table_direction(opcode);
+    let entry = |op, flags, usage: &'static [u8]| Ok(Command { op, flags, usage, dir });
     match opcode {
         0x00 => entry(Op::TestUnitReady, F_OK_ON_BOTH, &[0, 0, 0, 0, 0x07]),
         0x03 => entry(Op::RequestSense, NO_LUN, &[0x01, 0, 0, 0xff, 0x07]),
@@ -474,6 +547,23 @@ fn command_entry(opcode: u8, byte1: u8) -> Result<Command, Sense> {
         ),
         _ => Err(Sense::invalid_opcode()),
     }
+}
+
+/// The `CTL_FLAG_DATA_*` bits of the table entries modelled here.
+fn table_direction(opcode: u8) -> Direction {
+    match opcode {
+        0x03 | 0x08 | 0x12 | 0x1A | 0x25 | 0x28 | 0x5A | 0x88 | 0x9E | 0xA0 | 0xA8 => Direction::In,
+        0x0A | 0x2A | 0x2E | 0x2F | 0x41 | 0x42 | 0x89 | 0x8A | 0x8E | 0x8F | 0x93 | 0xAA | 0xAE | 0xAF => {
+            Direction::Out
+        }
+        _ => Direction::None,
+    }
+}
+
+/// The data direction ctl_scsiio_precheck copies from the command's table
+/// entry into the I/O (`Direction::None` for a command CTL refuses).
+pub fn direction(cdb: &[u8]) -> Direction {
+    validate_command(cdb).map_or(Direction::None, |entry| entry.dir)
 }
 
 const LBA12_USAGE: [u8; 11] = [0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0x07];
@@ -720,6 +810,30 @@ pub fn dispatch(
     execute(Some(lun), &nexus, entry.op, cdb, data_in).unwrap_or_else(|sense| sense.outcome())
 }
 
+/// ctl_scsiio again, as ctl_config_move_done runs it once the initiator's
+/// data is in CTL's buffer: the command's ctl.c function with `moved`, the
+/// data moved in (`Some` when the I/O has `CTL_FLAG_ALLOCATED`), without
+/// the prechecks.  A command that completes here without freeing the buffer
+/// (every error of a function but ctl_unmap's list checks) gives
+/// [`Disposition::DoneKeepingData`], as ctl.c leaks the buffer there.
+pub fn resume(lun: &mut Lun, port: &Port, initiator: u32, cdb: &[u8], moved: Option<&[u8]>) -> Disposition {
+    let nexus = Nexus {
+        port,
+        initiator,
+        mapped: &[],
+    };
+    let entry = match validate_command(cdb) {
+        Ok(entry) => entry,
+        Err(sense) => return Disposition::DoneKeepingData(sense.fixed_outcome()),
+    };
+    let result = match entry.op {
+        Op::WriteSame => write_same(lun, cdb, moved),
+        Op::Unmap => unmap(lun, cdb, moved),
+        op => lun_command(lun, &nexus, op, cdb, &mut []),
+    };
+    result.unwrap_or_else(|sense| Disposition::DoneKeepingData(sense.fixed_outcome()))
+}
+
 /// Runs the command's ctl.c function once the prechecks passed.
 fn execute(
     lun: Option<&mut Lun>,
@@ -752,8 +866,8 @@ fn lun_command(lun: &mut Lun, nexus: &Nexus<'_>, op: Op, cdb: &[u8], data_in: &m
         Op::CompareAndWrite => compare_and_write(lun, cdb),
         Op::Verify => verify(lun, cdb),
         Op::SyncCache => sync_cache(lun, cdb),
-        Op::WriteSame => write_same(lun, cdb),
-        Op::Unmap => unmap(cdb),
+        Op::WriteSame => write_same(lun, cdb, None),
+        Op::Unmap => unmap(lun, cdb, None),
         Op::StartStop => start_stop(lun, cdb),
         Op::PreventAllow => prevent_allow(lun, nexus, cdb),
         Op::GetLbaStatus => get_lba_status(lun, cdb),
@@ -928,7 +1042,7 @@ fn c_strtol(text: &str) -> (i64, &str) {
 
 /// ctl_expand_number: a number with an optional k/m/g/t/p/e (binary)
 /// suffix; None for an unknown suffix or an overflow.
-fn expand_number(text: &str) -> Option<u64> {
+pub(crate) fn expand_number(text: &str) -> Option<u64> {
     let (number, rest) = c_strtol(text);
     let number = number as u64;
     let shift = match rest.bytes().next().map(|c| c.to_ascii_lowercase()) {
@@ -1454,6 +1568,7 @@ fn data_submit(lba: u64, len: u32, flags: u32, total_len: u32) -> Disposition {
         len,
         flags,
         total_len,
+        compare_and_write: false,
     }
 }
 
@@ -1535,7 +1650,13 @@ fn compare_and_write(lun: &Lun, cdb: &[u8]) -> Result<Disposition, Sense> {
         flags |= CTL_LLF_FUA;
     }
     let total = 2u32.wrapping_mul(blocks).wrapping_mul(lun.be.blocksize);
-    Ok(data_submit(lba, blocks, flags, total))
+    Ok(Disposition::DataSubmit {
+        lba,
+        len: blocks,
+        flags,
+        total_len: total,
+        compare_and_write: true,
+    })
 }
 
 /// ctl_verify: VERIFY(10/12/16); BYTCHK compares the initiator's data,
@@ -1564,9 +1685,12 @@ fn verify(lun: &Lun, cdb: &[u8]) -> Result<Disposition, Sense> {
     })
 }
 
-/// config_write with CTL's lba/len/flags and the bytes sent first.
-fn config_write(lba_len: Option<(u64, u32, u32)>, data_out_len: u32) -> Disposition {
-    Disposition::ConfigWrite { lba_len, data_out_len }
+/// config_write with CTL's lba/len/flags, if any.
+fn config_write(lba_len: Option<(u64, u32, u32)>) -> Disposition {
+    Disposition::ConfigWrite {
+        lba_len,
+        write_same_cont: false,
+    }
 }
 
 /// ctl_sync_cache: range-checked (without the wrap check ctl.c lacks
@@ -1580,7 +1704,7 @@ fn sync_cache(lun: &Lun, cdb: &[u8]) -> Result<Disposition, Sense> {
     if lba.wrapping_add(u64::from(blocks)) > limit {
         return Err(Sense::lba_out_of_range(lba.max(limit)));
     }
-    Ok(config_write(Some((lba, blocks, u32::from(byte(cdb, 1)))), 0))
+    Ok(config_write(Some((lba, blocks, u32::from(byte(cdb, 1))))))
 }
 
 // WRITE SAME byte 1 (scsi_da.h SWS_*).
@@ -1590,9 +1714,9 @@ const SWS_ANCHOR: u8 = 0x10;
 
 /// ctl_write_same: ANCHOR needs UNMAP; NUMBER OF BLOCKS 0 means to the
 /// last LBA (limited by "write_same_max_lba"; beyond 2^32-1 blocks CTL
-/// issues 2^31-block pieces, the first of which is returned here); one
-/// block of data unless NDOB.
-fn write_same(lun: &Lun, cdb: &[u8]) -> Result<Disposition, Sense> {
+/// issues 2^31-block pieces through `CTL_FLAG_IO_CONT`); the block of data
+/// comes in first unless NDOB (`moved` is what came).
+fn write_same(lun: &Lun, cdb: &[u8], moved: Option<&[u8]>) -> Result<Disposition, Sense> {
     let byte1 = byte(cdb, 1);
     let ws10 = byte(cdb, 0) == 0x41;
     let (lba, mut blocks) = if ws10 {
@@ -1604,28 +1728,80 @@ fn write_same(lun: &Lun, cdb: &[u8]) -> Result<Disposition, Sense> {
         return Err(Sense::invalid_field(true, 1, Some(0)));
     }
     check_range(lun, lba, blocks)?;
+    let mut write_same_cont = false;
     if blocks == 0 {
         let remaining = lun.be.maxlba.wrapping_add(1).wrapping_sub(lba);
         if remaining > option_number(&lun.be, "write_same_max_lba", u64::MAX) {
             return Err(Sense::invalid_field(true, if ws10 { 7 } else { 10 }, None));
         }
-        blocks = u32::try_from(remaining).unwrap_or(1 << 31);
+        match u32::try_from(remaining) {
+            Ok(n) => blocks = n,
+            Err(_) => {
+                write_same_cont = true;
+                blocks = 1 << 31;
+            }
+        }
     }
-    let data_out = if byte1 & SWS_NDOB != 0 { 0 } else { lun.be.blocksize };
-    Ok(config_write(Some((lba, blocks, u32::from(byte1))), data_out))
+    if byte1 & SWS_NDOB == 0 && moved.is_none() {
+        return Ok(Disposition::DataOut { len: lun.be.blocksize });
+    }
+    Ok(Disposition::ConfigWrite {
+        lba_len: Some((lba, blocks, u32::from(byte1))),
+        write_same_cont,
+    })
 }
 
-/// ctl_unmap: the parameter list comes first; one shorter than its 8-byte
-/// header fails INVALID FIELD IN PARAMETER LIST once it arrives.
-fn unmap(cdb: &[u8]) -> Result<Disposition, Sense> {
-    let len = cdb_u16(cdb, 7);
-    if len < 8 {
-        return Err(Sense {
+/// Bytes of an UNMAP parameter list header and of one block descriptor.
+const UNMAP_HEADER_LEN: usize = 8;
+const UNMAP_DESC_LEN: usize = 16;
+
+/// ctl_unmap: the parameter list comes in first (`moved`: the bytes that
+/// came); then the list is checked (a bad header is INVALID FIELD IN
+/// PARAMETER LIST without a field pointer), each descriptor's range too,
+/// and trailing descriptors of no blocks are dropped.
+fn unmap(lun: &Lun, cdb: &[u8], moved: Option<&[u8]>) -> Result<Disposition, Sense> {
+    let Some(data) = moved else {
+        return Ok(Disposition::DataOut {
+            len: u32::from(cdb_u16(cdb, 7)),
+        });
+    };
+    let len = data.len();
+    let list_len = usize::from(cdb_u16(data, 0));
+    let desc_len = usize::from(cdb_u16(data, 2));
+    if len < UNMAP_HEADER_LEN
+        || len < list_len + 2
+        || len < desc_len + UNMAP_HEADER_LEN
+        || desc_len % UNMAP_DESC_LEN != 0
+    {
+        let sense = Sense {
             sks: None,
             ..Sense::invalid_field(false, 0, None)
-        });
+        };
+        return Ok(Disposition::Done(sense.fixed_outcome()));
     }
-    Ok(config_write(None, u32::from(len)))
+    let limit = lun.be.maxlba.wrapping_add(1);
+    let descriptors = &data[UNMAP_HEADER_LEN..UNMAP_HEADER_LEN + desc_len];
+    let mut nonzero_end = 0;
+    for (index, desc) in descriptors.chunks_exact(UNMAP_DESC_LEN).enumerate() {
+        let lba = cdb_u64(desc, 0);
+        let blocks = cdb_u32(desc, 8);
+        let end = lba.wrapping_add(u64::from(blocks));
+        if end > limit || end < lba {
+            let sense = Sense::lba_out_of_range(lba.max(limit));
+            return Ok(Disposition::DoneKeepingData(sense.fixed_outcome()));
+        }
+        if blocks != 0 {
+            nonzero_end = index + 1;
+        }
+    }
+    if nonzero_end == 0 {
+        return Ok(good(0));
+    }
+    Ok(Disposition::Unmap {
+        offset: UNMAP_HEADER_LEN as u32,
+        len: (nonzero_end * UNMAP_DESC_LEN) as u32,
+        flags: u32::from(byte(cdb, 1)),
+    })
 }
 
 // START STOP UNIT byte 4 (scsi_all.h SSS_*).
@@ -1650,7 +1826,7 @@ fn start_stop(lun: &Lun, cdb: &[u8]) -> Result<Disposition, Sense> {
             return Err(Sense::new(key, 0x53, 0x02));
         }
     }
-    Ok(config_write(None, 0))
+    Ok(config_write(None))
 }
 
 /// ctl_prevent_allow: only for removable LUNs; records the initiator's
@@ -1664,17 +1840,34 @@ fn prevent_allow(lun: &mut Lun, nexus: &Nexus<'_>, cdb: &[u8]) -> Result<Disposi
     } else {
         lun.prevent.remove(&nexus.initiator);
     }
-    Ok(config_write(None, 0))
+    Ok(config_write(None))
 }
 
-/// ctl_get_lba_status: config_read with the LBA and the 24-byte buffer
-/// length CTL allocated (`lbalen->len`).
+/// Bytes of GET LBA STATUS parameter data CTL allocates: the 8-byte
+/// header and one 16-byte descriptor.
+const LBA_STATUS_LEN: usize = 8 + 16;
+
+/// ctl_get_lba_status: config_read with a buffer of one descriptor that
+/// CTL fills for a backend that cannot tell (from the LBA to the end,
+/// mapped or unknown), of which min(buffer, allocation length) bytes go to
+/// the initiator.
 fn get_lba_status(lun: &Lun, cdb: &[u8]) -> Result<Disposition, Sense> {
     let lba = cdb_u64(cdb, 2);
+    let alloc_len = cdb_u32(cdb, 10);
     if lba > lun.be.maxlba {
         return Err(Sense::lba_out_of_range(lba));
     }
-    Ok(Disposition::ConfigRead { lba, len: 8 + 16 })
+    let mut data = vec![0u8; LBA_STATUS_LEN];
+    data[..4].copy_from_slice(&(4 + 16u32).to_be_bytes());
+    data[8..16].copy_from_slice(&lba.to_be_bytes());
+    let blocks = lun.be.maxlba.wrapping_add(1).wrapping_sub(lba).min(u64::from(u32::MAX));
+    data[16..20].copy_from_slice(&(blocks as u32).to_be_bytes());
+    Ok(Disposition::ConfigRead {
+        lba,
+        len: LBA_STATUS_LEN as u32,
+        data,
+        data_len: (LBA_STATUS_LEN as u32).min(alloc_len),
+    })
 }
 
 // Mode page codes and bits (scsi_all.h, scsi_da.h).
@@ -2382,6 +2575,7 @@ mod tests {
             len: 8,
             flags: CTL_LLF_READ | CTL_LLF_FUA,
             total_len: 4096,
+            compare_and_write: false,
         };
         assert_eq!(disposition, expected);
         let (disposition, _) = run(&mut lun, &[0x0A, 0x01, 0x02, 0x03, 0, 0], 0);
@@ -2390,6 +2584,7 @@ mod tests {
             len: 256,
             flags: CTL_LLF_WRITE,
             total_len: 131072,
+            compare_and_write: false,
         };
         assert_eq!(disposition, expected);
         let (disposition, _) = run(&mut lun, &[0xAE, 0x10, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0], 0);
@@ -2400,7 +2595,8 @@ mod tests {
                 lba: 1,
                 len: 2,
                 flags,
-                total_len: 1024
+                total_len: 1024,
+                compare_and_write: false,
             }
         );
         // Zero blocks: CTL completes it.
@@ -2412,7 +2608,8 @@ mod tests {
                 lba: 5,
                 len: 1,
                 flags: CTL_LLF_COMPARE,
-                total_len: 1024
+                total_len: 1024,
+                compare_and_write: true,
             }
         );
         let (disposition, _) = run(&mut lun, &[0x2F, 0x02, 0, 0, 0, 9, 0, 0, 1, 0], 0);
@@ -2423,7 +2620,8 @@ mod tests {
                 lba: 9,
                 len: 1,
                 flags,
-                total_len: 512
+                total_len: 512,
+                compare_and_write: false,
             }
         );
         let (disposition, _) = run(&mut lun, &[0x8F, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 3, 0, 0], 0);
@@ -2434,7 +2632,8 @@ mod tests {
                 lba: 9,
                 len: 3,
                 flags,
-                total_len: 0
+                total_len: 0,
+                compare_and_write: false,
             }
         );
     }
@@ -2453,7 +2652,8 @@ mod tests {
                 lba: 1,
                 len: 1,
                 flags,
-                total_len: 512
+                total_len: 512,
+                compare_and_write: false,
             }
         );
         let (disposition, _) = run(&mut lun, &[0x28, 0, 0, 0, 0, 1, 0, 0, 1, 0], 0);
@@ -2464,7 +2664,8 @@ mod tests {
                 lba: 1,
                 len: 1,
                 flags,
-                total_len: 512
+                total_len: 512,
+                compare_and_write: false,
             }
         );
     }
@@ -2477,7 +2678,7 @@ mod tests {
             disposition,
             Disposition::ConfigWrite {
                 lba_len: Some((0, 0, 0x02)),
-                data_out_len: 0
+                write_same_cont: false
             }
         );
         let (disposition, _) = run(
@@ -2485,32 +2686,34 @@ mod tests {
             &[0x93, 0x08, 0, 0, 0, 0, 0x74, 0x70, 0x6D, 0x00, 0, 0, 0, 0, 0, 0],
             0,
         );
+        assert_eq!(disposition, Disposition::DataOut { len: 512 });
+        let disposition = resume(
+            &mut lun,
+            &port(),
+            0,
+            &[0x93, 0x08, 0, 0, 0, 0, 0x74, 0x70, 0x6D, 0x00, 0, 0, 0, 0, 0, 0],
+            Some(&[0; 512]),
+        );
         let lba_len = Some((0x7470_6D00, 0xB0, 0x08));
         assert_eq!(
             disposition,
             Disposition::ConfigWrite {
                 lba_len,
-                data_out_len: 512
+                write_same_cont: false
             }
         );
         let (disposition, _) = run(&mut lun, &[0x41, 0x11, 0, 0, 0, 0, 0, 0, 1, 0], 0);
         assert_eq!(sense(&disposition), (0x05, 0x24, 0x00));
         let (disposition, _) = run(&mut lun, &[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], 0);
-        assert_eq!(
-            disposition,
-            Disposition::ConfigWrite {
-                lba_len: None,
-                data_out_len: 24
-            }
-        );
+        assert_eq!(disposition, Disposition::DataOut { len: 24 });
         let (disposition, _) = run(&mut lun, &[0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0);
-        assert_eq!(sense(&disposition), (0x05, 0x26, 0x00));
+        assert_eq!(disposition, Disposition::DataOut { len: 0 });
         let (disposition, _) = run(&mut lun, &[0x1B, 0, 0, 0, 0x01, 0], 0);
         assert_eq!(
             disposition,
             Disposition::ConfigWrite {
                 lba_len: None,
-                data_out_len: 0
+                write_same_cont: false
             }
         );
         // LOEJ on a non-removable LUN: field 4, bit 1.
@@ -2519,7 +2722,18 @@ mod tests {
         let (disposition, _) = run(&mut lun, &[0x1E, 0, 0, 0, 0x01, 0], 0);
         assert_eq!(sense(&disposition), (0x05, 0x20, 0x00));
         let (disposition, _) = run(&mut lun, &[0x9E, 0x12, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 24, 0, 0], 0);
-        assert_eq!(disposition, Disposition::ConfigRead { lba: 7, len: 24 });
+        let mut data = vec![0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+        data.extend_from_slice(&(1_953_525_168u32 - 7).to_be_bytes());
+        data.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            disposition,
+            Disposition::ConfigRead {
+                lba: 7,
+                len: 24,
+                data,
+                data_len: 24
+            }
+        );
     }
 
     #[test]
@@ -2530,7 +2744,7 @@ mod tests {
             disposition,
             Disposition::ConfigWrite {
                 lba_len: None,
-                data_out_len: 0
+                write_same_cont: false
             }
         );
         let (disposition, _) = run(&mut cd, &[0x1B, 0, 0, 0, 0x02, 0], 0);
@@ -2541,7 +2755,7 @@ mod tests {
             disposition,
             Disposition::ConfigWrite {
                 lba_len: None,
-                data_out_len: 0
+                write_same_cont: false
             }
         );
     }

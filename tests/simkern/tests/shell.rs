@@ -373,6 +373,116 @@ fn an_initiator_sees_each_lun_through_ctl() {
     no_leaks();
 }
 
+/// A data session on a ramdisk LUN; `{DIR}` is a directory for files.
+const DATA: &str = "\
+ctladm create -b ramdisk -s 1M -o capacity=1M
+write 0 2 1 {DIR}/block
+read 0 2 1
+read 0 1 2 {DIR}/out
+! write 0 0 2 {DIR}/block
+! read 0 x 1
+cdb 0 28 00 00 00 00 02 00 00 01 00 in=512
+cdb 0 2a000000000300000100 out={DIR}/block
+cdb 0 12 00 00 00 24 00 in=64
+cdb 0 9e 12 0000000000000003 00000018 00 00 in=24
+! cdb 0 28 00 00 00 08 00 00 00 01 00 in=512
+! cdb 0 28 00 00 00 00 00 00 00 02 00 in=512
+ctladm devlist -v
+ctladm remove -b ramdisk -l 0
+balance ctlmem
+balance ctlramdisk
+";
+
+const DATA_TRANSCRIPT: &str = "\
+# ctladm create -b ramdisk -s 1M -o capacity=1M
+LUN created successfully
+backend:       ramdisk
+device type:   0
+LUN size:      1048576 bytes
+blocksize      512 bytes
+LUN ID:        0
+Serial Number: MYSERIAL0000
+Device ID:     MYDEVID0000
+# write 0 2 1 {DIR}/block
+# read 0 2 1
+00000000  63 74 6c 70 61 73 73 2d  73 69 6d 3a 20 62 6c 6f  |ctlpass-sim: blo|
+00000010  63 6b 20 32 20 6f 66 20  4c 55 4e 20 30 2e 0a 30  |ck 2 of LUN 0..0|
+00000020  31 32 33 34 35 36 37 38  39 3a 3b 3c 3d 3e 3f 00  |123456789:;<=>?.|
+00000030  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|
+*
+00000200
+# read 0 1 2 {DIR}/out
+# ! write 0 0 2 {DIR}/block
+write: {DIR}/block has 512 bytes; 2 blocks of 512 bytes are 1024
+# ! read 0 x 1
+read: invalid LBA 'x'
+# cdb 0 28 00 00 00 00 02 00 00 01 00 in=512
+(0:1:0/0): SCSI Status: OK
+00000000  63 74 6c 70 61 73 73 2d  73 69 6d 3a 20 62 6c 6f  |ctlpass-sim: blo|
+00000010  63 6b 20 32 20 6f 66 20  4c 55 4e 20 30 2e 0a 30  |ck 2 of LUN 0..0|
+00000020  31 32 33 34 35 36 37 38  39 3a 3b 3c 3d 3e 3f 00  |123456789:;<=>?.|
+00000030  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|
+*
+00000200
+# cdb 0 2a000000000300000100 out={DIR}/block
+(0:1:0/0): SCSI Status: OK
+# cdb 0 12 00 00 00 24 00 in=64
+(0:1:0/0): SCSI Status: OK
+(0:1:0/0): Residual: 28
+00000000  00 00 07 12 5b 18 10 02  46 52 45 45 42 53 44 20  |....[...FREEBSD |
+00000010  43 54 4c 44 49 53 4b 20  20 20 20 20 20 20 20 20  |CTLDISK         |
+00000020  30 30 30 31                                       |0001|
+00000024
+# cdb 0 9e 12 0000000000000003 00000018 00 00 in=24
+(0:1:0/0): SCSI Status: OK
+00000000  00 00 00 14 00 00 00 00  00 00 00 00 00 00 00 03  |................|
+00000010  00 00 00 05 00 00 00 00                           |........|
+00000018
+# ! cdb 0 28 00 00 00 08 00 00 00 01 00 in=512
+(0:1:0/0): READ(10). CDB: 28 00 00 00 08 00 00 00 01 00\x20
+(0:1:0/0): CTL Status: SCSI Error
+(0:1:0/0): SCSI Status: Check Condition
+(0:1:0/0): SCSI sense: ILLEGAL REQUEST asc:21,0 (Logical block address out of range)
+# ! cdb 0 28 00 00 00 00 00 00 00 02 00 in=512
+(0:1:0/0): READ(10). CDB: 28 00 00 00 00 00 00 00 02 00\x20
+(0:1:0/0): CTL Status: SCSI Error
+(0:1:0/0): SCSI Status: Check Condition
+(0:1:0/0): SCSI sense: HARDWARE FAILURE asc:44,0 (Internal target failure)
+# ctladm devlist -v
+LUN Backend       Size (Blocks)   BS Serial Number    Device ID\x20\x20\x20\x20\x20\x20\x20
+  0 ramdisk                2048  512 MYSERIAL0000     MYDEVID0000\x20\x20\x20\x20\x20
+      lun_type=0
+      capacity=1M
+# ctladm remove -b ramdisk -l 0
+LUN 0 removed successfully
+# balance ctlmem
+ctlmem: 1 allocated, 1 freed, 0 outstanding
+# balance ctlramdisk
+ctlramdisk: 3 allocated, 3 freed, 0 outstanding
+";
+
+#[test]
+fn data_goes_through_ctl_to_a_ramdisk_and_back() {
+    let dir = std::env::temp_dir().join(format!("ctlpass-sim-{}-data", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut block = b"ctlpass-sim: block 2 of LUN 0.\n".to_vec();
+    block.extend(0x30u8..0x40);
+    block.resize(512, 0);
+    std::fs::write(dir.join("block"), &block).unwrap();
+    let dir_name = dir.to_str().unwrap();
+    let mut sh = shell();
+    let transcript = run(&mut sh, &DATA.replace("{DIR}", dir_name));
+    assert_transcript(&transcript, &DATA_TRANSCRIPT.replace("{DIR}", dir_name));
+    assert_eq!(
+        std::fs::read(dir.join("out")).unwrap(),
+        [vec![0; 512], block].concat(),
+        "read wrote blocks 1 and 2 to the file"
+    );
+    no_leaks();
+    drop(sh);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 const HOT_PLUG: &str = "\
 device add disk
 kldload ctlpass

@@ -2,7 +2,8 @@
 //! `devlist`, and the commands an initiator sends (`inquiry`, `readcap`,
 //! `tur`, `start`, `stop`), with ctladm's syntax, messages and output
 //! formats (usr.sbin/ctladm/ctladm.c and sys/cam/ctl/ctl_util.c of FreeBSD
-//! 15).
+//! 15); and ctlpass-sim's own data commands, `read`, `write` and `cdb`,
+//! which send READ, WRITE or any CDB through the simulated iSCSI port.
 //!
 //! Where ctlpass-sim differs: the commands go through the simulated iSCSI
 //! port (initiator 0, port 1, so paths read `(0:1:LUN/LUN): `) rather
@@ -16,7 +17,7 @@
 use super::args::{self, getopt};
 use super::xml::{self, Event};
 use crate::cam::scsi_all;
-use crate::ctl::{self, Reply, Request, Response};
+use crate::ctl::{self, Cmd, Reply, Request, Response, frontend};
 use crate::sys;
 
 /// ctladm's commands, in its option table's order, and whether each takes
@@ -531,9 +532,269 @@ fn start_stop(lun: u32, retries: i64, start: bool, opts: &[(char, Option<&str>)]
     ))
 }
 
+// --- data: ctlpass-sim's own read, write and cdb ---
+//
+// Not ctladm's `read` and `write` (which take -l, -d, -f, -b): an
+// initiator's commands through the simulated iSCSI port, with the data
+// in files or shown as `hexdump -C` shows it.
+
+/// A number of a `read`, `write` or `cdb` argument: decimal, `0x` hex or
+/// `0` octal, nothing after it.
+fn number(text: &str, command: &str, what: &str) -> Result<u64, String> {
+    match args::strtoumax(text) {
+        (n, true, false, "") => Ok(n),
+        _ => Err(format!("{command}: invalid {what} '{text}'")),
+    }
+}
+
+/// The frontend's response as ctladm's error printing takes it.
+fn plain(r: &frontend::Response) -> Response {
+    Response {
+        status: r.status,
+        sense: r.sense.clone(),
+        data: r.data.clone(),
+    }
+}
+
+/// The LUN's block size, from READ CAPACITY(10) (a unit attention is
+/// retried, as CAM's error recovery does).
+fn block_size(lun: u32) -> Result<u64, String> {
+    let cdb = [0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut r = ctl::command(lun, &cdb, 8);
+    for _ in 0..4 {
+        if scsi_all::sense_fields(&r.sense).is_none_or(|(key, _, _)| key != 0x06) {
+            break;
+        }
+        r = ctl::command(lun, &cdb, 8);
+    }
+    if r.status != 0 {
+        return Err(error_text(lun, &cdb, &r));
+    }
+    match scsi_all::be(r.data.get(4..8).unwrap_or(&[])) {
+        0 => Err(format!("(0:1:{lun}/{lun}): READ CAPACITY(10) reports no block size")),
+        bs => Ok(bs),
+    }
+}
+
+/// READ(10)/WRITE(10), or the 16-byte form when the LBA or the length
+/// needs it.
+fn rw_cdb(write: bool, lba: u64, blocks: u64, command: &str) -> Result<Vec<u8>, String> {
+    if let (Ok(lba), Ok(blocks)) = (u32::try_from(lba), u16::try_from(blocks)) {
+        let mut cdb = vec![if write { 0x2A } else { 0x28 }, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+        cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+        return Ok(cdb);
+    }
+    let Ok(blocks) = u32::try_from(blocks) else {
+        return Err(format!("{command}: {blocks} blocks are more than one command moves"));
+    };
+    let mut cdb = vec![
+        if write { 0x8A } else { 0x88 },
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+    cdb[10..14].copy_from_slice(&blocks.to_be_bytes());
+    Ok(cdb)
+}
+
+/// `read N LBA BLOCKS [FILE]`: READ(10) or READ(16) of BLOCKS blocks (of
+/// the LUN's block size) from LBA; the data goes to FILE, or is shown as
+/// `hexdump -C` shows it.
+pub(super) fn read(words: &[&str]) -> Result<String, String> {
+    let (lun, lba, blocks, file) = match words {
+        [lun, lba, blocks] => (lun, lba, blocks, None),
+        [lun, lba, blocks, file] => (lun, lba, blocks, Some(file)),
+        _ => return Err("usage: read LUN LBA BLOCKS [FILE]".into()),
+    };
+    let lun = u32::try_from(number(lun, "read", "LUN")?).map_err(|_| format!("read: invalid LUN '{lun}'"))?;
+    let (lba, blocks) = (number(lba, "read", "LBA")?, number(blocks, "read", "block count")?);
+    let bs = block_size(lun)?;
+    let cdb = rw_cdb(false, lba, blocks, "read")?;
+    let len = usize::try_from(blocks.saturating_mul(bs)).map_err(|_| "read: too much data".to_string())?;
+    let r = ctl::execute(lun, &Cmd::read(&cdb, len));
+    if r.status != 0 {
+        return Err(error_text(lun, &cdb, &plain(&r)));
+    }
+    match file {
+        Some(file) => {
+            std::fs::write(file, &r.data).map_err(|e| format!("read: {file}: {e}"))?;
+            Ok(String::new())
+        }
+        None => Ok(hexdump(&r.data)),
+    }
+}
+
+/// `write N LBA BLOCKS FILE`: WRITE(10) or WRITE(16) of BLOCKS blocks from
+/// FILE, which must hold exactly that many blocks of the LUN's size.
+pub(super) fn write(words: &[&str]) -> Result<String, String> {
+    let [lun, lba, blocks, file] = words else {
+        return Err("usage: write LUN LBA BLOCKS FILE".into());
+    };
+    let lun = u32::try_from(number(lun, "write", "LUN")?).map_err(|_| format!("write: invalid LUN '{lun}'"))?;
+    let (lba, blocks) = (number(lba, "write", "LBA")?, number(blocks, "write", "block count")?);
+    let data = std::fs::read(file).map_err(|e| format!("write: {file}: {e}"))?;
+    let bs = block_size(lun)?;
+    let want = blocks.saturating_mul(bs);
+    if data.len() as u64 != want {
+        return Err(format!(
+            "write: {file} has {} bytes; {blocks} blocks of {bs} bytes are {want}",
+            data.len()
+        ));
+    }
+    let cdb = rw_cdb(true, lba, blocks, "write")?;
+    let r = ctl::execute(lun, &Cmd::write(&cdb, &data));
+    if r.status != 0 {
+        return Err(error_text(lun, &cdb, &plain(&r)));
+    }
+    Ok(String::new())
+}
+
+/// `cdb N HEX [in=LEN | out=FILE]`: a raw CDB (hex digits, spaces allowed
+/// between them) with LEN bytes of buffer for data in, or FILE's bytes
+/// sent.  It prints the SCSI status (and a residual that is not 0), then
+/// the data received as `hexdump -C` shows it; a status other than GOOD
+/// fails, with ctladm's error lines.
+pub(super) fn cdb(words: &[&str]) -> Result<String, String> {
+    const USAGE: &str = "usage: cdb LUN HEX [in=LEN | out=FILE]";
+    let Some((lun, rest)) = words.split_first() else {
+        return Err(USAGE.into());
+    };
+    let lun = u32::try_from(number(lun, "cdb", "LUN")?).map_err(|_| format!("cdb: invalid LUN '{lun}'"))?;
+    let (hex, data): (&[&str], Option<&str>) = match rest.split_last() {
+        Some((last, hex)) if last.starts_with("in=") || last.starts_with("out=") => (hex, Some(last)),
+        _ => (rest, None),
+    };
+    let digits: String = hex.concat();
+    if digits.is_empty() || !digits.len().is_multiple_of(2) || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("cdb: invalid CDB '{}'", hex.join(" ")));
+    }
+    let bytes: Vec<u8> = (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap_or(0))
+        .collect();
+    if bytes.len() > 32 {
+        return Err(format!("cdb: a CDB has at most 32 bytes, not {}", bytes.len()));
+    }
+    let cmd = match data {
+        Some(d) if d.starts_with("in=") => {
+            let len = number(&d[3..], "cdb", "length")?;
+            Cmd::read(
+                &bytes,
+                usize::try_from(len).map_err(|_| format!("cdb: invalid length '{}'", &d[3..]))?,
+            )
+        }
+        Some(d) => {
+            let file = &d[4..];
+            let data = std::fs::read(file).map_err(|e| format!("cdb: {file}: {e}"))?;
+            Cmd::write(&bytes, &data)
+        }
+        None => Cmd::none(&bytes),
+    };
+    let r = ctl::execute(lun, &cmd);
+    if r.status != 0 {
+        return Err(error_text(lun, &bytes, &plain(&r)));
+    }
+    let mut out = format!("{}SCSI Status: {}\n", path(lun), scsi_all::status_name(r.status));
+    if r.residual != 0 {
+        out += &format!("{}Residual: {}\n", path(lun), r.residual);
+    }
+    Ok(out + &hexdump(&r.data))
+}
+
+/// `hexdump -C`: offset, 16 bytes in two groups of 8, the printable
+/// characters; a line like the one before it is shown once as `*`; the
+/// length ends it (nothing for no data).
+fn hexdump(data: &[u8]) -> String {
+    let mut out = String::new();
+    let mut previous: Option<&[u8]> = None;
+    let mut starred = false;
+    for (i, line) in data.chunks(16).enumerate() {
+        if line.len() == 16 && previous == Some(line) {
+            if !starred {
+                out += "*\n";
+                starred = true;
+            }
+            continue;
+        }
+        previous = Some(line);
+        starred = false;
+        let mut hex = String::new();
+        for j in 0..16 {
+            match line.get(j) {
+                Some(b) => hex += &format!("{b:02x} "),
+                None => hex += "   ",
+            }
+            if j == 7 {
+                hex.push(' ');
+            }
+        }
+        let text: String = line
+            .iter()
+            .map(|&b| if (0x20..0x7f).contains(&b) { char::from(b) } else { '.' })
+            .collect();
+        out += &format!("{:08x}  {hex} |{text}|\n", i * 16);
+    }
+    if !data.is_empty() {
+        out += &format!("{:08x}\n", data.len());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hexdump_reads_as_hexdump_c() {
+        assert_eq!(
+            hexdump(b"hello\n"),
+            "00000000  68 65 6c 6c 6f 0a                                 |hello.|\n00000006\n"
+        );
+        let mut data = b"0123456789abcdefghij".to_vec();
+        data.extend([0u8; 48]);
+        assert_eq!(
+            hexdump(&data),
+            "00000000  30 31 32 33 34 35 36 37  38 39 61 62 63 64 65 66  |0123456789abcdef|\n\
+             00000010  67 68 69 6a 00 00 00 00  00 00 00 00 00 00 00 00  |ghij............|\n\
+             00000020  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|\n\
+             *\n\
+             00000040  00 00 00 00                                       |....|\n\
+             00000044\n"
+        );
+        assert_eq!(hexdump(&[]), "");
+    }
+
+    #[test]
+    fn data_commands_check_their_arguments() {
+        assert_eq!(read(&["0", "1"]), Err("usage: read LUN LBA BLOCKS [FILE]".into()));
+        assert_eq!(read(&["0", "x", "1"]), Err("read: invalid LBA 'x'".into()));
+        assert_eq!(write(&["0", "0", "1"]), Err("usage: write LUN LBA BLOCKS FILE".into()));
+        assert_eq!(cdb(&["0", "2800", "0"]), Err("cdb: invalid CDB '2800 0'".into()));
+        assert_eq!(cdb(&["0"]), Err("cdb: invalid CDB ''".into()));
+        assert_eq!(
+            rw_cdb(false, 1 << 32, 1, "read"),
+            Ok(vec![0x88, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])
+        );
+        assert_eq!(rw_cdb(true, 5, 2, "write"), Ok(vec![0x2A, 0, 0, 0, 0, 5, 0, 0, 2, 0]));
+        assert_eq!(
+            rw_cdb(false, 0, 1 << 16, "read"),
+            Ok(vec![0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0])
+        );
+    }
 
     #[test]
     fn commands_are_found_by_unique_prefix() {

@@ -14,6 +14,8 @@
 //! | `ctladm create -b passthrough -o device=da3 ...` | create a LUN (also `remove`, `modify`) |
 //! | `ctladm devlist [-b backend] [-v] [-x]` | list the LUNs |
 //! | `ctladm inquiry N`, `readcap N`, `tur N`, `start N`, `stop N` | what an initiator sees of LUN N |
+//! | `read N LBA BLOCKS [FILE]`, `write N LBA BLOCKS FILE` | READ/WRITE(10 or 16) of LUN N, data shown as `hexdump -C` or in FILE |
+//! | `cdb N HEX [in=LEN \| out=FILE]` | a raw CDB to LUN N: status, residual, data |
 //! | `device add disk\|cd [name=da5] [blocks=N] ...` | hot-plug an emulated device |
 //! | `device add iscsi URL [name=da5]` | attach a LUN of an iSCSI target |
 //! | `device remove NAME` | hot-unplug a device (`da5`, `pass3`, `cam=B:T:L`) |
@@ -140,6 +142,9 @@ impl Shell {
             ["kldstat"] => Ok(self.machine.modules().iter().map(|m| format!("{m}\n")).collect()),
             ["camcontrol", rest @ ..] => camcontrol::run(&self.machine, rest),
             ["ctladm", rest @ ..] => ctladm::run(rest),
+            ["read", rest @ ..] => ctladm::read(rest),
+            ["write", rest @ ..] => ctladm::write(rest),
+            ["cdb", rest @ ..] => ctladm::cdb(rest),
             [
                 "create" | "remove" | "modify" | "devlist" | "inquiry" | "readcap" | "readcapacity" | "tur" | "start"
                 | "stop",
