@@ -73,7 +73,7 @@ audit() {
 	# Callers (the sections holding the calls) of the panic path, outside it.
 	local panics
 	panics=$(readelf -rW "$obj" |
-		awk '/^Relocation section/ { sec = $3; gsub(/\x27/, "", sec); sub(/^\.rela\.text\./, "", sec) }
+		awk '/^Relocation section/ { sec = $3; gsub(/\x27/, "", sec); sub(/^\.rela\.text\.(unlikely\.)?/, "", sec) }
 			$3 ~ /^R_X86_64_(PLT32|PC32)$/ { print sec "\t" $5 }' |
 		c++filt | awk -F '\t' -v path="$panic_path" '$2 ~ path && $1 !~ path { print $1 }' | sort -u | paste -sd' ' - || true)
 	[ -z "$panics" ] || problems+=("calls into Rust's panic path from: $panics")

@@ -13,11 +13,12 @@ use core::ffi::CStr;
 use core::fmt::{self, Write};
 
 use super::identity::{self, About, Plan, PlanError, Probe};
+use super::io::IoLimits;
 use super::options::{self, DeviceName, OptionError};
 use super::{Entry, lock};
 use crate::kern::alloc::{KBox, Wait};
 use crate::kern::cam::{CamAddress, CamStatus, PeriphLock, PeriphRef, ScsiResult};
-use crate::kern::ctl::{LunConfig, LunRef, LunReq, Sbuf};
+use crate::kern::ctl::{LunConfig, LunFlags, LunRef, LunReq, Sbuf};
 use crate::kern::errno::Errno;
 use crate::kern::fmt::FmtBuf;
 use crate::kern::nv::OwnedNvList;
@@ -162,11 +163,18 @@ pub struct Lun {
     max_io: u32,
     /// The device's whole serial number, when CTL shows only its tail.
     long_serial: Option<FmtBuf<256>>,
+    /// How commands for the device are sized.
+    io: IoLimits,
 }
 
 impl Lun {
+    /// How commands for the device are sized.
+    pub(super) fn io_limits(&self) -> IoLimits {
+        self.io
+    }
+
     /// The periph of the device.
-    pub(super) fn periph(&self) -> &PeriphRef {
+    pub(crate) fn periph(&self) -> &PeriphRef {
         self.claim.periph()
     }
 
@@ -467,6 +475,12 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
         req_lun_id: asked.lun_id.unwrap_or(0),
         options,
     };
+    let io = IoLimits::new(
+        max_io,
+        plan.lun.blocksize,
+        probed.limits,
+        plan.lun.flags.contains(LunFlags::UNMAP),
+    );
     drop(bufs);
     let lun = Lun {
         claim,
@@ -476,6 +490,7 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
         devid,
         max_io,
         long_serial,
+        io,
     };
     let lun = LunRef::new(config, lun).map_err(|_| LunError::NoMemory)?;
     // The backend's record of the LUN, listed once CTL has it (a remove

@@ -4,6 +4,7 @@
 //! cycle, `lun` creates, removes and modifies them.
 
 mod identity;
+pub mod io;
 mod lun;
 mod options;
 mod reply;
@@ -11,16 +12,10 @@ mod reply;
 pub use lun::Lun;
 pub use options::DeviceName;
 
-use crate::kern::alloc::KBox;
-use crate::kern::cam::ScsiCommand;
-use crate::kern::ctl::{
-    Completion, CtlIo, LunRef, LunReq, LunReqType, MediaEvent, Reply, SENSE_KEY_HARDWARE_ERROR, Sbuf,
-};
+use crate::kern::ctl::{LunRef, LunReq, LunReqType, Sbuf};
 use crate::kern::errno::Errno;
 use crate::kern::queue::{Link, Linked, Stailq};
 use crate::kern::sync::{Mutex, MutexGuard};
-use crate::periph::{self, io::Request};
-use crate::scsi::cdb::{self, Cdb, StartStop};
 
 /// A LUN of this backend, from `ctl_add_lun` until its removal is done.
 struct Entry {
@@ -176,7 +171,9 @@ pub fn lun_shutdown(lun: LunRef) {
         }
         released
     };
-    // The periph reference may be released here, without the lock.
+    // The pools' memory goes back; the periph reference may be released
+    // here, without the lock.
+    crate::periph::io::trim(lun.lun().periph());
     drop(released);
     drop(lun);
 }
@@ -185,114 +182,4 @@ pub fn lun_shutdown(lun: LunRef) {
 /// CTL's mutexes held: it must not sleep or lock.
 pub fn lun_info(lun: &Lun, sb: &mut Sbuf) {
     lun.info(sb);
-}
-
-/// How long the device may take over the commands the backend sends, in
-/// milliseconds: spinning a disk up or loading a medium takes longest.
-const START_STOP_TIMEOUT: u32 = 120_000;
-const SYNCHRONIZE_CACHE_TIMEOUT: u32 = 60_000;
-const PREVENT_ALLOW_TIMEOUT: u32 = 10_000;
-
-/// The timeout of a command the backend sends to the device as it came, or
-/// `None` for the commands this stage does not carry yet.
-fn forwarded(completion: Completion, cdb: &[u8]) -> Option<u32> {
-    if completion != Completion::ConfigWrite {
-        return None;
-    }
-    match cdb.first().copied()? {
-        cdb::START_STOP_UNIT => Some(START_STOP_TIMEOUT),
-        cdb::SYNCHRONIZE_CACHE_10 | cdb::SYNCHRONIZE_CACHE_16 => Some(SYNCHRONIZE_CACHE_TIMEOUT),
-        cdb::PREVENT_ALLOW_MEDIUM_REMOVAL => Some(PREVENT_ALLOW_TIMEOUT),
-        _ => None,
-    }
-}
-
-/// An I/O for a LUN of this backend, from CTL's worker thread: START STOP
-/// UNIT, SYNCHRONIZE CACHE and PREVENT ALLOW MEDIUM REMOVAL go to the
-/// device; the data path comes with the next stage, and until then its
-/// commands fail at once (INTERNAL TARGET FAILURE) rather than hang.
-pub fn submit(io: CtlIo) {
-    let internal = Reply::Sense {
-        key: SENSE_KEY_HARDWARE_ERROR,
-        asc: 0x44,
-        ascq: 0x00,
-    };
-    let (Some(lun), Some(timeout_ms), Some(cdb)) = (io.lun(), forwarded(io.completion(), io.cdb()), Cdb::new(io.cdb()))
-    else {
-        return io.complete(internal);
-    };
-    let command = ScsiCommand {
-        cdb,
-        task_attribute: io.task_attribute(),
-        timeout_ms,
-    };
-    match Request::new(io, command) {
-        Ok(req) => periph::io::submit(lun.lun().periph(), req),
-        Err(io) => io.complete(Reply::Busy),
-    }
-}
-
-/// The device finished a request (from the done task, no lock held): a
-/// successful START STOP UNIT changes CTL's view of the medium as it
-/// changed the device's, then the I/O completes with the device's status.
-pub fn complete(req: KBox<Request>) {
-    let Request {
-        io, command, result, ..
-    } = KBox::into_inner(req);
-    if result.is_ok()
-        && let (Some(ss), Some(lun)) = (StartStop::parse(command.cdb.as_bytes()), io.lun())
-    {
-        for event in media_events(ss).into_iter().flatten() {
-            lun.media_event(event);
-        }
-    }
-    io.complete(reply::of(&result));
-}
-
-/// What CTL must be told after a successful START STOP UNIT, in order (as
-/// CTL's ramdisk backend does it); nothing for a power condition change.
-fn media_events(ss: StartStop) -> [Option<MediaEvent>; 2] {
-    match ss {
-        StartStop {
-            power_condition: 1.., ..
-        } => [None, None],
-        StartStop {
-            start: true,
-            load_eject,
-            ..
-        } => [load_eject.then_some(MediaEvent::Loaded), Some(MediaEvent::Started)],
-        StartStop {
-            start: false,
-            load_eject,
-            ..
-        } => [Some(MediaEvent::Stopped), load_eject.then_some(MediaEvent::Ejected)],
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn which_commands_reach_the_device_and_their_timeouts() {
-        let w = Completion::ConfigWrite;
-        assert_eq!(forwarded(w, &[0x1b, 0, 0, 0, 1, 0]), Some(START_STOP_TIMEOUT));
-        assert_eq!(forwarded(w, &[0x35; 10]), Some(SYNCHRONIZE_CACHE_TIMEOUT));
-        assert_eq!(forwarded(w, &[0x91; 16]), Some(SYNCHRONIZE_CACHE_TIMEOUT));
-        assert_eq!(forwarded(w, &[0x1e, 0, 0, 0, 1, 0]), Some(PREVENT_ALLOW_TIMEOUT));
-        assert_eq!(forwarded(w, &[0x42; 10]), None, "UNMAP needs the data path");
-        assert_eq!(forwarded(Completion::DataSubmit, &[0x28; 10]), None);
-        assert_eq!(forwarded(w, &[]), None);
-    }
-
-    #[test]
-    fn start_stop_tells_ctl_what_changed_in_ramdisk_order() {
-        let ss = |how| StartStop::parse(&[0x1b, 0, 0, 0, how, 0]).unwrap();
-        use MediaEvent::*;
-        assert_eq!(media_events(ss(0x01)), [None, Some(Started)]);
-        assert_eq!(media_events(ss(0x03)), [Some(Loaded), Some(Started)]);
-        assert_eq!(media_events(ss(0x00)), [Some(Stopped), None]);
-        assert_eq!(media_events(ss(0x02)), [Some(Stopped), Some(Ejected)]);
-        assert_eq!(media_events(ss(0x31)), [None, None]);
-    }
 }

@@ -1,6 +1,8 @@
 //! How a command's end at the device becomes the status of the CTL I/O: the
 //! device's own SCSI status and sense pass through verbatim; CAM's transport
-//! errors become what an initiator can act on.
+//! errors become what an initiator can act on.  This is the one table of
+//! that mapping: [`next`] says whether the command is done, must be sent
+//! again or needs its sense fetched; [`of`] gives the reply.
 
 use crate::kern::cam::{CamStatus, ScsiResult};
 use crate::kern::ctl::{Reply, SENSE_KEY_HARDWARE_ERROR};
@@ -9,6 +11,33 @@ use crate::kern::ctl::{Reply, SENSE_KEY_HARDWARE_ERROR};
 const SENSE_KEY_NOT_READY: u8 = 0x02;
 /// ABORTED COMMAND: the initiator may retry.
 const SENSE_KEY_ABORTED_COMMAND: u8 = 0x0b;
+
+/// What to do after a command ended with `result`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// It ended: reply with [`of`].
+    Done,
+    /// The SIM bounced it before the device saw it (`CAM_REQUEUE_REQ`):
+    /// send it again (also a write: it never ran).
+    Resend,
+    /// CHECK CONDITION without autosense: ask the device for its sense
+    /// data (REQUEST SENSE).
+    RequestSense,
+}
+
+/// SCSI status CHECK CONDITION.
+const CHECK_CONDITION: u8 = 0x02;
+
+/// What to do after a command ended with `result`.
+pub fn next(result: &ScsiResult) -> Next {
+    match result.status {
+        CamStatus::REQUEUE_REQ => Next::Resend,
+        CamStatus::SCSI_STATUS_ERROR if result.scsi_status == CHECK_CONDITION && result.sense().is_empty() => {
+            Next::RequestSense
+        }
+        _ => Next::Done,
+    }
+}
 
 /// The reply for a command that ended with `result`.
 pub fn of(result: &ScsiResult) -> Reply<'_> {
@@ -19,7 +48,8 @@ pub fn of(result: &ScsiResult) -> Reply<'_> {
             status: result.scsi_status,
             sense: result.sense(),
         },
-        // The SIM or the bus is busy, or short of resources: try again.
+        // The SIM or the bus is busy, or short of resources (or bounced the
+        // command more often than it is resent): try again.
         CamStatus::REQUEUE_REQ | CamStatus::BUSY | CamStatus::SCSI_BUSY | CamStatus::RESRC_UNAVAIL => Reply::Busy,
         // LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE: the device vanished.
         CamStatus::DEV_NOT_THERE | CamStatus::SEL_TIMEOUT => sense(SENSE_KEY_NOT_READY, 0x04, 0x00),
@@ -48,6 +78,20 @@ mod tests {
 
     fn sense(key: u8, asc: u8, ascq: u8) -> Reply<'static> {
         Reply::Sense { key, asc, ascq }
+    }
+
+    #[test]
+    fn what_comes_next() {
+        let r = |status, scsi, sense: &[u8]| next(&ScsiResult::new(status, scsi, 0, sense));
+        assert_eq!(r(CamStatus::REQ_CMP, 0, &[]), Next::Done);
+        assert_eq!(r(CamStatus::REQUEUE_REQ, 0, &[]), Next::Resend);
+        assert_eq!(r(CamStatus::SCSI_STATUS_ERROR, 0x02, &[]), Next::RequestSense);
+        assert_eq!(r(CamStatus::SCSI_STATUS_ERROR, 0x02, &[0x70, 0, 3]), Next::Done);
+        assert_eq!(
+            r(CamStatus::SCSI_STATUS_ERROR, 0x08, &[]),
+            Next::Done,
+            "BUSY has no sense"
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ impl CamStatus {
     /// `CAM_SCSI_STATUS_ERROR`: the device returned a SCSI status other
     /// than GOOD.
     pub const SCSI_STATUS_ERROR: CamStatus = CamStatus(sys::CAM_SCSI_STATUS_ERROR);
+    /// `CAM_REQ_INVALID`: the CCB was invalid.
+    pub const REQ_INVALID: CamStatus = CamStatus(sys::CAM_REQ_INVALID);
     /// `CAM_REQ_ABORTED`: aborted at the periph's or the SIM's request.
     pub const REQ_ABORTED: CamStatus = CamStatus(sys::CAM_REQ_ABORTED);
     /// `CAM_CMD_TIMEOUT`: the command did not complete in time.
@@ -382,8 +384,7 @@ impl StartCcb {
     /// CAM calls the completion without the periph lock (`CAM_UNLOCKED`);
     /// it hands the request, with its result, to [`periph::io::done`].
     /// `lock` is the lock of the periph the CCB was given to.
-    pub fn scsi_io(self, lock: &mut PeriphLock<'_>, req: KBox<Request>) {
-        let _ = lock;
+    pub fn scsi_io(self, lock: &mut PeriphLock<'_>, mut req: KBox<Request>) {
         let ccb = self.0.as_ptr();
         let cmd = req.command;
         let tag = match cmd.task_attribute {
@@ -394,21 +395,59 @@ impl StartCcb {
             TaskAttribute::HeadOfQueue => sys::MSG_HEAD_OF_Q_TAG,
             TaskAttribute::Aca => sys::MSG_ACA_TASK,
         } as u8;
+        let own = |n: u32, buf: &Option<crate::kern::pool::KBuf>| {
+            buf.as_ref().filter(|b| n as usize <= b.len()).map(|b| (b.as_ptr(), n))
+        };
+        let ctl = |n: u32, req: &Request| {
+            req.io
+                .as_ref()
+                .and_then(|io| io.kern_data())
+                .filter(|&(_, l)| n <= l)
+                .map(|(p, _)| (p, n))
+        };
+        let data = match cmd.data {
+            Data::None => Some((sys::CAM_DIR_NONE, ptr::null_mut(), 0)),
+            Data::In(n) => own(n, &req.buf).map(|(p, n)| (sys::CAM_DIR_IN, p, n)),
+            Data::Out(n) => own(n, &req.buf).map(|(p, n)| (sys::CAM_DIR_OUT, p, n)),
+            Data::InCtl(n) => ctl(n, &req).map(|(p, n)| (sys::CAM_DIR_IN, p, n)),
+            Data::OutCtl(n) => ctl(n, &req).map(|(p, n)| (sys::CAM_DIR_OUT, p, n)),
+        };
+        let Some((dir, data_ptr, len)) = data else {
+            // A command whose data is not there: refused before the device.
+            req.result = ScsiResult {
+                status: CamStatus::REQ_INVALID,
+                ..ScsiResult::PENDING
+            };
+            self.release(lock);
+            return periph::io::done(lock, req);
+        };
+        let Some(q) = lock.locked() else {
+            req.result = ScsiResult {
+                status: CamStatus::REQ_INVALID,
+                ..ScsiResult::PENDING
+            };
+            self.release(lock);
+            return periph::io::done(lock, req);
+        };
+        // The active queue owns the request; the CCB refers to it.
+        let req_ptr: *const Request = &*req;
+        q.active.push_back(req);
         // SAFETY: the CCB was allocated for this periph, whose lock is held;
-        // the request lives until scsi_done takes it back.
+        // the data (the request's buffer, or CTL's for the I/O) stays
+        // allocated until the request leaves the active queue in scsi_done.
         unsafe {
             let csio = &raw mut (*ccb).csio;
             fill_csio(
                 csio,
                 &cmd.cdb,
                 Some(scsi_done),
-                sys::CAM_DIR_NONE | sys::CAM_UNLOCKED,
+                dir | sys::CAM_UNLOCKED,
                 tag,
-                ptr::null_mut(),
-                0,
+                data_ptr,
+                len,
                 cmd.timeout_ms,
             );
-            (*csio).ccb_h.periph_priv.entries[0].ptr = KBox::into_raw(req).cast();
+            (*csio).ccb_h.periph_priv.entries[0].ptr = req_ptr.cast_mut().cast();
             sys::xpt_action(ccb);
         }
     }
@@ -459,21 +498,36 @@ unsafe extern "C" fn scsi_done(p: *mut sys::cam_periph, ccb: *mut sys::ccb) {
     // SAFETY: CAM calls this once per CCB, without the periph lock
     // (CAM_UNLOCKED); the periph is live, because the request's LUN holds a
     // reference to it until the request completes, which is after this.
-    // The CCB carries the request scsi_io gave up, and its own result.
-    let (periph, req) = unsafe {
+    // The CCB carries a pointer to the request in the active queue.
+    let (periph, req_ptr, result) = unsafe {
         let csio = &(*ccb).csio;
-        let mut req = KBox::from_raw(csio.ccb_h.periph_priv.entries[0].ptr.cast::<Request>());
-        req.result = ScsiResult::of(csio);
+        let result = ScsiResult::of(csio);
         if csio.ccb_h.status & sys::CAM_DEV_QFRZN != 0 {
             // The error froze the device queue; thaw it.
             sys::cam_release_devq(csio.ccb_h.path, 0, 0, 0, 0);
         }
-        (Periph::from_ptr(p), req)
+        (
+            Periph::from_ptr(p),
+            csio.ccb_h.periph_priv.entries[0].ptr.cast_const().cast::<Request>(),
+            result,
+        )
     };
     let mut lock = periph.lock();
     // SAFETY: the completed CCB, returned with the periph lock held.
     unsafe { sys::xpt_release_ccb(ccb) };
-    periph::io::done(&mut lock, req);
+    let req = lock
+        .locked()
+        .and_then(|q| q.active.remove_first(|r| ptr::eq(r, req_ptr)));
+    match req {
+        Some(mut req) => {
+            req.result = result;
+            periph::io::done(&mut lock, req);
+        }
+        None => crate::printf!(
+            "ctlpass{}: a CCB completed for no active request\n",
+            periph.unit_number()
+        ),
+    }
 }
 
 /// The first valid ctlpass periph `pred` accepts, with a reference to it
@@ -623,10 +677,29 @@ static_assertions::const_assert!(SENSE_LEN <= u8::MAX as usize);
 pub struct ScsiCommand {
     /// The CDB.
     pub cdb: Cdb,
+    /// Its data.
+    pub data: Data,
     /// How the device may order it.
     pub task_attribute: TaskAttribute,
     /// How long the SIM lets it run, in milliseconds.
     pub timeout_ms: u32,
+}
+
+/// Where the data of a command is: the CCB points at that memory itself
+/// (`CAM_DATA_VADDR`), so what CTL moves and what the device reads or
+/// writes are the same bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Data {
+    /// No data.
+    None,
+    /// This many bytes from the device into the request's buffer.
+    In(u32),
+    /// This many bytes of the request's buffer to the device.
+    Out(u32),
+    /// This many bytes from the device into the buffer CTL gave the I/O.
+    InCtl(u32),
+    /// This many bytes of the buffer CTL gave the I/O to the device.
+    OutCtl(u32),
 }
 
 // A CDB ctlpass sends fits the CCB's inline CDB bytes.

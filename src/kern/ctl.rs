@@ -13,6 +13,7 @@ use super::errno::Errno;
 use super::fmt::FmtBuf;
 use super::nv::{NvList, OwnedNvList};
 use crate::backend::Lun;
+use crate::periph::io::Request;
 use crate::scsi::cdb::TaskAttribute;
 use crate::sys;
 
@@ -283,21 +284,104 @@ impl CtlIo {
         }
     }
 
+    /// The range and flags CTL parsed from the CDB (ARGS): for data_submit,
+    /// SYNCHRONIZE CACHE, WRITE SAME and GET LBA STATUS.
+    pub fn lba_len(&self) -> LbaLen {
+        // SAFETY: CTL filled the LBA_LEN private slot before handing the I/O
+        // over; it is plain data, read unaligned as the union allows.
+        let llf: sys::ctl_lba_len_flags = unsafe {
+            (&raw const (*self.io.as_ptr()).io_hdr.ctl_private[sys::CTL_PRIV_LBA_LEN as usize])
+                .cast::<sys::ctl_lba_len_flags>()
+                .read_unaligned()
+        };
+        LbaLen {
+            lba: llf.lba,
+            len: llf.len,
+            flags: llf.flags,
+        }
+    }
+
+    /// For UNMAP: the block descriptors CTL checked (16 bytes each, in its
+    /// buffer of the I/O) and the CDB's byte 1.
+    pub fn unmap_descriptors(&self) -> (&[u8], u32) {
+        // SAFETY: for UNMAP, CTL put a ctl_ptr_len_flags in the LBA_LEN slot,
+        // pointing into its buffer of the I/O, which lives until the I/O
+        // completes (the borrow of self).
+        unsafe {
+            let plf = (&raw const (*self.io.as_ptr()).io_hdr.ctl_private[sys::CTL_PRIV_LBA_LEN as usize])
+                .cast::<sys::ctl_ptr_len_flags>()
+                .read_unaligned();
+            let bytes = if plf.ptr.is_null() {
+                &[][..]
+            } else {
+                core::slice::from_raw_parts(plf.ptr, plf.len as usize)
+            };
+            (bytes, plf.flags)
+        }
+    }
+
+    /// The buffer CTL gave the I/O (`kern_data_ptr`, `kern_data_len`): the
+    /// data of WRITE SAME, the room for GET LBA STATUS.
+    pub(crate) fn kern_data(&self) -> Option<(*mut u8, u32)> {
+        // SAFETY: plain fields of the I/O, set by CTL for these commands.
+        let (p, len, sg) = unsafe {
+            (
+                (*self.scsiio()).kern_data_ptr,
+                (*self.scsiio()).kern_data_len,
+                (*self.scsiio()).kern_sg_entries,
+            )
+        };
+        (!p.is_null() && sg == 0).then_some((p, len))
+    }
+
+    /// Shortens the data CTL moves to the initiator when the I/O completes
+    /// (GET LBA STATUS: what the device returned).
+    pub fn set_data_len(&mut self, len: u32) {
+        // SAFETY: the I/O is ours; these fields say what CTL moves.
+        unsafe {
+            let s = self.scsiio();
+            (*s).kern_data_len = len.min((*s).kern_data_len);
+            (*s).kern_total_len = (*s).kern_data_len;
+        }
+    }
+
+    /// Whether CTL aborted the I/O (ABORT TASK, LUN RESET...).
+    pub fn is_aborted(&self) -> bool {
+        // SAFETY: CTL only ever sets this flag; an unlocked read is benign.
+        unsafe { ptr::read_volatile(&raw const (*self.io.as_ptr()).io_hdr.flags) & sys::CTL_FLAG_ABORT != 0 }
+    }
+
+    /// Whether the I/O already has an error status (set by CTL or the
+    /// frontend after a data move: a transport error, short data).
+    pub fn has_error(&self) -> bool {
+        // SAFETY: a plain field of the I/O, ours.
+        let status = unsafe { (*self.io.as_ptr()).io_hdr.status } & sys::CTL_STATUS_MASK;
+        status != sys::CTL_STATUS_NONE && status != sys::CTL_SUCCESS
+    }
+
     /// Sets the I/O's status and hands it back to CTL.
     pub fn complete(self, reply: Reply<'_>) {
         let this = mem::ManuallyDrop::new(self);
-        this.finish(reply);
+        this.finish(Some(reply));
     }
 
-    fn finish(&self, reply: Reply<'_>) {
+    /// Hands the I/O back to CTL with the status it has (set by CTL or the
+    /// frontend, e.g. after a failed data move).
+    pub fn complete_as_is(self) {
+        let this = mem::ManuallyDrop::new(self);
+        this.finish(None);
+    }
+
+    fn finish(&self, reply: Option<Reply<'_>>) {
         let s = self.scsiio();
         // SAFETY: the I/O is ours until handed back below, exactly once (the
         // callers consume or drop the CtlIo); the ctl_set_* helpers fill the
         // status fields of a SCSI I/O.
         unsafe {
             match reply {
-                Reply::Success => sys::ctl_set_success(s),
-                Reply::Status { status, sense } => {
+                None => {}
+                Some(Reply::Success) => sys::ctl_set_success(s),
+                Some(Reply::Status { status, sense }) => {
                     let room = mem::size_of_val(&(*s).sense_data);
                     let n = sense.len().min(room);
                     let dst = (&raw mut (*s).sense_data).cast::<u8>();
@@ -307,8 +391,8 @@ impl CtlIo {
                     (*s).scsi_status = status;
                     (*s).io_hdr.status = sys::CTL_SCSI_ERROR | if n > 0 { sys::CTL_AUTOSENSE } else { 0 };
                 }
-                Reply::Busy => sys::ctl_set_busy(s),
-                Reply::Sense { key, asc, ascq } => sys::ctl_set_sense(
+                Some(Reply::Busy) => sys::ctl_set_busy(s),
+                Some(Reply::Sense { key, asc, ascq }) => sys::ctl_set_sense(
                     s,
                     1,
                     c_int::from(key),
@@ -330,16 +414,133 @@ impl CtlIo {
 impl Drop for CtlIo {
     fn drop(&mut self) {
         crate::printf!("ctlpass: an I/O was dropped without a status; failing it\n");
-        self.finish(Reply::Sense {
+        self.finish(Some(Reply::Sense {
             key: SENSE_KEY_HARDWARE_ERROR,
             asc: 0x44,
             ascq: 0x00,
-        });
+        }));
     }
 }
 
 /// HARDWARE ERROR: with 0x44/0x00, INTERNAL TARGET FAILURE.
 pub const SENSE_KEY_HARDWARE_ERROR: u8 = 0x04;
+
+/// The range and flags CTL parsed from a CDB (`struct ctl_lba_len_flags`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LbaLen {
+    /// First LBA.
+    pub lba: u64,
+    /// Blocks.
+    pub len: u32,
+    /// `CTL_LLF_*` for data_submit; the CDB's byte 1 for SYNCHRONIZE CACHE
+    /// and WRITE SAME.
+    pub flags: u32,
+}
+
+/// The `CTL_LLF_*` flags of a data_submit I/O.
+pub mod llf {
+    use crate::sys;
+
+    /// Force unit access.
+    pub const FUA: u32 = sys::CTL_LLF_FUA;
+    /// Disable page out.
+    pub const DPO: u32 = sys::CTL_LLF_DPO;
+    /// A read.
+    pub const READ: u32 = sys::CTL_LLF_READ;
+    /// A write.
+    pub const WRITE: u32 = sys::CTL_LLF_WRITE;
+    /// A verify of the medium (no data).
+    pub const VERIFY: u32 = sys::CTL_LLF_VERIFY;
+    /// A compare with the initiator's data.
+    pub const COMPARE: u32 = sys::CTL_LLF_COMPARE;
+}
+
+/// Hands CTL the first `len` bytes of `req`'s buffer to move to or from the
+/// initiator (the direction CTL set for the command), at byte `offset` of
+/// the transfer, which moves `total` bytes in all (less than CTL computed
+/// when the device returned less: the initiator then sees the residual).
+/// `req` is parked in the I/O until CTL calls `be_move_done`, possibly
+/// before this returns, which hands it to `crate::backend::io::moved`.
+/// Without an I/O or a large enough buffer, `req` comes back.
+pub fn datamove(req: KBox<Request>, offset: u32, len: u32, total: u32) -> Result<(), KBox<Request>> {
+    let (Some(io), Some(buf)) = (req.io.as_ref(), req.buf.as_ref()) else {
+        return Err(req);
+    };
+    if len as usize > buf.len() {
+        return Err(req);
+    }
+    let (io, data) = (io.io.as_ptr(), buf.as_ptr());
+    // SAFETY: the I/O is ours until completed; the buffer stays attached to
+    // the request, which is parked in the I/O's backend slot until
+    // be_move_done takes it back, so the memory outlives the move.
+    unsafe {
+        let s = &raw mut (*io).scsiio;
+        (*s).kern_data_ptr = data;
+        (*s).kern_data_len = len;
+        (*s).kern_sg_entries = 0;
+        (*s).kern_rel_offset = offset;
+        (*s).kern_total_len = total;
+        (*s).kern_data_resid = 0;
+        (*s).be_move_done = Some(be_move_done);
+        (*io).io_hdr.ctl_private[sys::CTL_PRIV_BACKEND as usize].ptrs[0] = KBox::into_raw(req).cast();
+        sys::ctl_datamove(io);
+    }
+    Ok(())
+}
+
+/// Takes back the request parked in `io` by [`datamove`].
+///
+/// # Safety
+///
+/// `io` is an I/O [`datamove`] handed to CTL, whose data move is done.
+unsafe fn parked(io: *mut sys::ctl_io) -> Option<KBox<Request>> {
+    // SAFETY: the caller's contract: the slot holds the request datamove
+    // parked, taken back once (the slot is cleared).
+    unsafe {
+        let slot = &raw mut (*io).io_hdr.ctl_private[sys::CTL_PRIV_BACKEND as usize].ptrs[0];
+        let req = NonNull::new((*slot).cast::<Request>())?;
+        *slot = ptr::null_mut();
+        Some(KBox::from_raw(req.as_ptr()))
+    }
+}
+
+/// `be_move_done` (FreeBSD 15): the frontend moved the data (CTL has
+/// already turned a transport error or short data into an error status).
+#[cfg(not(freebsd14))]
+unsafe extern "C" fn be_move_done(io: *mut sys::ctl_io, _samethr: bool) -> c_int {
+    // SAFETY: CTL calls this once per datamove, for an I/O datamove set up.
+    if let Some(req) = unsafe { parked(io) } {
+        crate::backend::io::moved(req);
+    }
+    0
+}
+
+/// `be_move_done` (FreeBSD 14, which has no `ctl_datamove_done_process`):
+/// as 14's block backend, a transport error becomes an internal failure
+/// and short DATA-OUT an INVALID FIELD IN CIU, while the status is still
+/// NONE or SUCCESS.
+#[cfg(freebsd14)]
+unsafe extern "C" fn be_move_done(io: *mut sys::ctl_io) -> c_int {
+    // SAFETY: CTL calls this once per datamove, for an I/O datamove set up;
+    // the status fields are ours.
+    unsafe {
+        let s = &raw mut (*io).scsiio;
+        let status = (*io).io_hdr.status & sys::CTL_STATUS_MASK;
+        if status == sys::CTL_STATUS_NONE || status == sys::CTL_SUCCESS {
+            if (*io).io_hdr.port_status != 0 {
+                sys::ctl_set_internal_failure(s, 1, (*io).io_hdr.port_status as u16);
+            } else if (*s).kern_data_resid != 0
+                && (*io).io_hdr.flags & sys::CTL_FLAG_DATA_MASK == sys::CTL_FLAG_DATA_OUT
+            {
+                sys::ctl_set_invalid_field_ciu(s);
+            }
+        }
+        if let Some(req) = parked(io) {
+            crate::backend::io::moved(req);
+        }
+    }
+    0
+}
 
 bitflags::bitflags! {
     /// The LUN flags a backend gives CTL (`ctl_backend_lun_flags`).

@@ -43,7 +43,7 @@ unsafe fn submit(io: *mut sys::ctl_io, completion: Completion) -> c_int {
     // SAFETY: CTL hands the backend each SCSI I/O once, and it stays ours
     // until completed (the caller's contract).
     if let Some(io) = unsafe { CtlIo::from_ptr(io, completion) } {
-        backend::submit(io);
+        backend::io::submit(io);
     }
     sys::CTL_RETVAL_COMPLETE as c_int
 }

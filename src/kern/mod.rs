@@ -11,6 +11,7 @@ pub mod fmt;
 pub mod log;
 pub mod nv;
 pub mod panic;
+pub mod pool;
 pub mod queue;
 pub mod sync;
 pub mod task;

@@ -1,27 +1,65 @@
-//! The periph's I/O path.  A request from the backend waits in its
-//! periph's `incoming` queue until CAM gives the periph a CCB (as the
-//! device's openings allow), is `active` while the device runs it, and
-//! comes back through the module's `done` queue to a task that completes it
-//! to CTL with no lock held.  Requests never wait on an allocation: the
-//! queues are linked through the requests themselves.
+//! The periph's I/O path, in four queues.  A request from the backend waits
+//! in its periph's `incoming` queue for what it needs, a data buffer or a
+//! CCB (CAM hands CCBs out as the device's openings allow); it is `active`
+//! while the device runs its command; it comes back through the module's
+//! `done` queue to a task that gives it to the backend with no lock held.
+//! A request whose CTL I/O was completed while its command ran is
+//! `abandoned`: its buffer stays allocated until the CCB returns.
+//!
+//! Requests and buffers come from per-periph pools (the periph's device
+//! backs one LUN), so the steady state allocates nothing; queues are linked
+//! through the requests, so queueing never fails.
 
-use crate::kern::alloc::{KBox, Wait};
+use crate::backend::io::Work;
+use crate::kern::alloc::KBox;
 use crate::kern::cam::{CamStatus, Periph, PeriphLock, ScsiCommand, ScsiResult, StartCcb};
 use crate::kern::ctl::CtlIo;
+use crate::kern::pool::{BufPool, KBuf, PoolError, Slab};
 use crate::kern::queue::{Link, Linked, Stailq};
 use crate::kern::sync::Mutex;
 use crate::kern::task::Task;
 
 use super::Softc;
 
-/// One command of a CTL I/O on its way to the device and back.
+/// Bytes of data buffers one LUN may hold at once.
+pub const POOL_BUDGET: usize = 16 << 20;
+
+/// What a request waits for in `incoming`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// A CCB, to send `command`.
+    Ccb,
+    /// A data buffer of this many bytes.
+    Buffer(usize),
+}
+
+/// Why a request comes back to the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Its command finished (`result`).
+    DeviceDone,
+    /// The buffer it waited for is attached (`buf`).
+    BufferGranted,
+}
+
+/// One CTL I/O on its way through the device, with what it needs there.
 pub struct Request {
-    /// The CTL I/O it carries out.
-    pub io: CtlIo,
-    /// What is sent to the device.
+    /// The CTL I/O it carries out; `None` once it was completed while its
+    /// command still ran (abandoned).
+    pub io: Option<CtlIo>,
+    /// The backend's plan and progress.
+    pub(crate) work: Work,
+    /// The command to send, or last sent.
     pub command: ScsiCommand,
-    /// How it ended ([`ScsiResult::PENDING`] until it has).
+    /// How the last command ended.
     pub result: ScsiResult,
+    /// The data buffer, while it has one.
+    pub buf: Option<KBuf>,
+    /// Why it came back to the backend.
+    pub event: Event,
+    /// How often its command was sent again (`CAM_REQUEUE_REQ`).
+    pub resends: u8,
+    want: Want,
     link: Link<Request>,
 }
 
@@ -32,38 +70,46 @@ unsafe impl Linked for Request {
     }
 }
 
-impl Request {
-    /// A request for `io`, or `io` back if there is no memory for one (the
-    /// caller then completes it with BUSY).
-    pub fn new(io: CtlIo, command: ScsiCommand) -> Result<KBox<Request>, CtlIo> {
-        match KBox::new_uninit(Wait::NoWait) {
-            Ok(room) => Ok(KBox::write(
-                room,
-                Request {
-                    io,
-                    command,
-                    result: ScsiResult::PENDING,
-                    link: Link::new(),
-                },
-            )),
-            Err(_) => Err(io),
+/// The I/O state of one periph, protected by the periph's lock.
+pub struct Locked {
+    /// Requests waiting for a buffer or a CCB, in arrival order.
+    incoming: Stailq<Request>,
+    /// Requests whose command the device runs (their CCBs point at them).
+    pub(crate) active: Stailq<Request>,
+    /// Memory for requests.
+    requests: Slab<Request>,
+    /// Data buffers.
+    bufs: BufPool,
+}
+
+impl Default for Locked {
+    fn default() -> Locked {
+        Locked {
+            incoming: Stailq::new(),
+            active: Stailq::new(),
+            requests: Slab::new(),
+            bufs: BufPool::new(POOL_BUDGET),
         }
     }
 }
 
-/// The I/O state of one periph, protected by the periph's lock.
-#[derive(Default)]
-pub struct Locked {
-    /// Requests waiting for a CCB.
-    incoming: Stailq<Request>,
-    /// Requests the device is running.
-    active: u32,
+/// How many requests each queue holds, and the pools' sizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Waiting for a buffer or a CCB.
+    pub incoming: usize,
+    /// Running on the device.
+    pub active: usize,
+    /// Request slots allocated (in use and free).
+    pub request_slots: usize,
+    /// Buffer bytes allocated (in use and free).
+    pub buffer_bytes: usize,
 }
 
 /// Completed requests, for the done task.
 static DONE: Mutex<Stailq<Request>> = Mutex::new(Stailq::new());
 
-/// Completes the requests of [`DONE`] to CTL.
+/// Hands the requests of [`DONE`] to the backend.
 static DONE_TASK: Task = Task::new(complete_done);
 
 /// Module load: sets up the done queue and its task.
@@ -85,13 +131,87 @@ pub fn sysuninit() {
     unsafe { DONE.destroy() };
 }
 
-/// Queues `req` for the periph's device; if the device is gone, the request
-/// completes as `CAM_DEV_NOT_THERE` would.
-pub fn submit(periph: &Periph, req: KBox<Request>) {
+/// A request for `io`, from the periph's pool; `io` comes back if there is
+/// no memory for one (the backend then answers BUSY).
+pub(crate) fn new_request(
+    periph: &Periph,
+    io: CtlIo,
+    work: Work,
+    command: ScsiCommand,
+) -> Result<KBox<Request>, CtlIo> {
+    let req = Request {
+        io: None,
+        work,
+        command,
+        result: ScsiResult::PENDING,
+        buf: None,
+        event: Event::DeviceDone,
+        resends: 0,
+        want: Want::Ccb,
+        link: Link::new(),
+    };
+    let mut lock = periph.lock();
+    match lock.locked().map(|q| q.requests.room()) {
+        Some(Ok(room)) => {
+            let mut req = KBox::write(room, req);
+            req.io = Some(io);
+            Ok(req)
+        }
+        _ => Err(io),
+    }
+}
+
+/// What [`buffer`] did.
+pub enum Grant {
+    /// The buffer is attached.
+    Now(KBox<Request>),
+    /// The request waits in `incoming` and comes back with
+    /// [`Event::BufferGranted`].
+    Later,
+    /// No buffer can ever be had (too large, or no memory at all).
+    Failed(KBox<Request>, PoolError),
+}
+
+/// Attaches a buffer of `len` bytes to `req`, now or when one is returned.
+pub fn buffer(periph: &Periph, mut req: KBox<Request>, len: usize) -> Grant {
+    let mut lock = periph.lock();
+    let Some(q) = lock.locked() else {
+        return Grant::Failed(req, PoolError::NoMemory);
+    };
+    // Requests waiting for a buffer already go first.
+    let waiting = q.incoming.find_mut(|r| matches!(r.want, Want::Buffer(_))).is_some();
+    let got = if waiting {
+        Err(PoolError::Exhausted)
+    } else {
+        q.bufs.get(len)
+    };
+    match got {
+        Ok(buf) => {
+            req.buf = Some(buf);
+            Grant::Now(req)
+        }
+        Err(PoolError::TooLarge) => Grant::Failed(req, PoolError::TooLarge),
+        // Without memory and nothing in use that could come back, waiting
+        // would never end.
+        Err(PoolError::NoMemory) if q.bufs.allocated() == 0 => Grant::Failed(req, PoolError::NoMemory),
+        Err(PoolError::Exhausted | PoolError::NoMemory) => {
+            req.want = Want::Buffer(len);
+            q.incoming.push_back(req);
+            Grant::Later
+        }
+    }
+}
+
+/// Queues `req.command` for the periph's device; if the device is gone,
+/// the request comes back as `CAM_DEV_NOT_THERE` would.
+pub fn issue(periph: &Periph, mut req: KBox<Request>) {
     let mut lock = periph.lock();
     let valid = periph.softc().is_some_and(Softc::is_valid);
     match lock.locked() {
-        Some(q) if valid => q.incoming.push_back(req),
+        Some(q) if valid => {
+            req.want = Want::Ccb;
+            q.incoming.push_back(req);
+        }
         _ => {
             let mut gone = Stailq::new();
             gone.push_back(req);
@@ -101,16 +221,15 @@ pub fn submit(periph: &Periph, req: KBox<Request>) {
     lock.schedule();
 }
 
-/// CAM gave the periph a CCB: send the first incoming request with it.
+/// CAM gave the periph a CCB: send the first request that waits for one.
 pub fn start(lock: &mut PeriphLock<'_>, ccb: StartCcb) {
     let Some(q) = lock.locked() else {
         return ccb.release(lock);
     };
-    let Some(req) = q.incoming.pop_front() else {
+    let Some(req) = q.incoming.remove_first(|r| r.want == Want::Ccb) else {
         return ccb.release(lock);
     };
-    q.active += 1;
-    let more = !q.incoming.is_empty();
+    let more = q.incoming.find_mut(|r| r.want == Want::Ccb).is_some();
     ccb.scsi_io(lock, req);
     if more {
         lock.schedule();
@@ -118,21 +237,89 @@ pub fn start(lock: &mut PeriphLock<'_>, ccb: StartCcb) {
 }
 
 /// The device finished `req` (its CCB is released): hand it to the done
-/// task.
-pub fn done(lock: &mut PeriphLock<'_>, req: KBox<Request>) {
-    if let Some(q) = lock.locked() {
-        q.active = q.active.saturating_sub(1);
+/// task, unless it was abandoned, when it is simply recycled.
+pub fn done(lock: &mut PeriphLock<'_>, mut req: KBox<Request>) {
+    if req.io.is_none() {
+        if let Some(q) = lock.locked() {
+            // An abandoned request has no I/O left to complete.
+            drop(recycle(q, req));
+        }
+        return;
     }
+    req.event = Event::DeviceDone;
     DONE.lock().push_back(req);
     DONE_TASK.enqueue();
 }
 
-/// The periph is invalidated: requests still waiting for a CCB will never
-/// get one; they complete as if the device had gone.
+/// Returns `req`'s buffer and memory to the pools and gives back its I/O
+/// for the backend to complete; requests waiting for a buffer may get one.
+pub fn release(periph: &Periph, req: KBox<Request>) -> Option<CtlIo> {
+    let mut lock = periph.lock();
+    match lock.locked() {
+        Some(q) => recycle(q, req),
+        None => KBox::into_inner(req).io,
+    }
+}
+
+fn recycle(q: &mut Locked, req: KBox<Request>) -> Option<CtlIo> {
+    let mut req = q.requests.recycle(req);
+    if let Some(buf) = req.buf.take() {
+        q.bufs.put(buf);
+        grant_waiting(q);
+    }
+    req.io.take()
+}
+
+/// Attaches buffers to the requests that wait for one, in order, as long as
+/// the pool has room.
+fn grant_waiting(q: &mut Locked) {
+    let mut granted = Stailq::new();
+    while let Some(Want::Buffer(len)) = q
+        .incoming
+        .find_mut(|r| matches!(r.want, Want::Buffer(_)))
+        .map(|r| r.want)
+    {
+        let Ok(buf) = q.bufs.get(len) else { break };
+        let Some(mut req) = q.incoming.remove_first(|r| matches!(r.want, Want::Buffer(_))) else {
+            break;
+        };
+        req.buf = Some(buf);
+        req.want = Want::Ccb;
+        req.event = Event::BufferGranted;
+        granted.push_back(req);
+    }
+    if !granted.is_empty() {
+        DONE.lock().append(&mut granted);
+        DONE_TASK.enqueue();
+    }
+}
+
+/// The periph is invalidated: requests waiting for a CCB or a buffer will
+/// never get one; they come back as if the device had gone.
 pub fn invalidate(lock: &mut PeriphLock<'_>) {
     if let Some(q) = lock.locked() {
         finish_gone(q.incoming.take());
     }
+}
+
+/// Gives the pools' idle memory back (the LUN is gone).
+pub fn trim(periph: &Periph) {
+    let mut lock = periph.lock();
+    if let Some(q) = lock.locked() {
+        q.requests.trim();
+        q.bufs.trim();
+    }
+}
+
+/// How many requests the periph's queues hold.
+pub fn counts(periph: &Periph) -> QueueCounts {
+    let mut lock = periph.lock();
+    lock.locked().map_or(QueueCounts::default(), |q| QueueCounts {
+        incoming: q.incoming.len(),
+        active: q.active.len(),
+        request_slots: q.requests.slots(),
+        buffer_bytes: q.bufs.allocated(),
+    })
 }
 
 fn finish_gone(reqs: Stailq<Request>) {
@@ -142,13 +329,15 @@ fn finish_gone(reqs: Stailq<Request>) {
     let mut gone = Stailq::new();
     for mut req in reqs {
         req.result = ScsiResult::new(CamStatus::DEV_NOT_THERE, 0, 0, &[]);
+        req.event = Event::DeviceDone;
         gone.push_back(req);
     }
     DONE.lock().append(&mut gone);
     DONE_TASK.enqueue();
 }
 
-/// The done task: completes every finished request to CTL, no lock held.
+/// The done task: gives every finished request back to the backend, no
+/// lock held.
 fn complete_done() {
     loop {
         let batch = DONE.lock().take();
@@ -156,7 +345,7 @@ fn complete_done() {
             return;
         }
         for req in batch {
-            crate::backend::complete(req);
+            crate::backend::io::resume(req);
         }
     }
 }

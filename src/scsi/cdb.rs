@@ -37,6 +37,18 @@ impl Cdb {
         Some(cdb)
     }
 
+    /// A CDB of `N` bytes (6 to 16, checked when compiled).
+    pub const fn from_array<const N: usize>(a: [u8; N]) -> Cdb {
+        const { assert!(N >= 6 && N <= CDB_MAX_LEN, "a CDB has 6 to 16 bytes") };
+        let mut bytes = [0; CDB_MAX_LEN];
+        let mut i = 0;
+        while i < N {
+            bytes[i] = a[i];
+            i += 1;
+        }
+        Cdb { bytes, len: N as u8 }
+    }
+
     /// The CDB's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..usize::from(self.len)).unwrap_or(&self.bytes)

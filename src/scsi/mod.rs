@@ -5,6 +5,7 @@
 pub mod capacity;
 pub mod cdb;
 pub mod inquiry;
+pub mod sbc;
 pub mod sense;
 pub mod vpd;
 
