@@ -215,7 +215,7 @@ fn plan(io: &CtlIo, bs: u32, limits: IoLimits) -> Plan {
         fua: flags & llf::FUA != 0,
         dpo: flags & llf::DPO != 0,
     };
-    let forward = |timeout| match Cdb::new(cdb) {
+    let forward = |timeout| match Cdb::new(cdb::trimmed(cdb)) {
         Some(c) => Plan::Start(Work::Forward, command(c, Data::None, tag, timeout)),
         None => Plan::Reply(internal_failure()),
     };

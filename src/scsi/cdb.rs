@@ -60,6 +60,20 @@ impl Cdb {
     }
 }
 
+/// The CDB without the padding a transport adds (iSCSI always carries 16
+/// bytes): as long as its operation code's group says (SPC-5 4.2.5.1), or
+/// as given for the groups without a fixed length.
+pub fn trimmed(cdb: &[u8]) -> &[u8] {
+    let len = match cdb.first().map(|op| op >> 5) {
+        Some(0) => 6,
+        Some(1 | 2) => 10,
+        Some(4) => 16,
+        Some(5) => 12,
+        _ => cdb.len(),
+    };
+    cdb.get(..len).unwrap_or(cdb)
+}
+
 /// The task attribute of a command (SAM-5 8.6): how the device may order
 /// it among the others in its task set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +166,23 @@ mod tests {
             Cdb::new(&[0x1b, 1, 0, 0, 3, 0]).unwrap().as_bytes(),
             [0x1b, 1, 0, 0, 3, 0]
         );
+    }
+
+    #[test]
+    fn padding_is_trimmed_by_group() {
+        let padded = |op: u8| {
+            let mut c = [0u8; 16];
+            c[0] = op;
+            c
+        };
+        assert_eq!(trimmed(&padded(0x1b)).len(), 6);
+        assert_eq!(trimmed(&padded(0x35)).len(), 10);
+        assert_eq!(trimmed(&padded(0x5e)).len(), 10);
+        assert_eq!(trimmed(&padded(0x91)).len(), 16);
+        assert_eq!(trimmed(&padded(0xa8)).len(), 12);
+        assert_eq!(trimmed(&padded(0x7f)).len(), 16, "variable length: as given");
+        assert_eq!(trimmed(&padded(0xc0)).len(), 16, "vendor specific: as given");
+        assert_eq!(trimmed(&[0x35, 0, 0]), [0x35, 0, 0], "shorter than its group: as given");
     }
 
     #[test]
