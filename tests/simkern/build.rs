@@ -52,6 +52,11 @@ fn main() {
 
     let bindings = bindgen::Builder::default()
         .header(manifest.join("csrc/simkern.h").to_string_lossy())
+        // CAM_DATA_SG lists (bus_dma_segment_t), for the simulated SIM.
+        .header_contents(
+            "simkern_busdma.h",
+            "#include <sys/param.h>\n#include <machine/bus.h>\n#include <sys/bus_dma.h>\n",
+        )
         .clang_args(&cppflags)
         .rust_target(bindgen::RustTarget::stable(85, 0).expect("a stable Rust target"))
         .rust_edition(bindgen::RustEdition::Edition2024)
@@ -84,6 +89,7 @@ fn main() {
         .allowlist_function("ctl_datamove|ctl_datamove_done|ctl_config_move_done|ctl_serseq_done")
         .allowlist_function("taskqueue_enqueue|taskqueue_drain|cam_release_devq")
         .allowlist_type("task|taskqueue")
+        .allowlist_type("bus_dma_segment|bus_dma_segment_t")
         .allowlist_var("taskqueue_thread")
         .allowlist_type("ctl_lba_len_flags|ctl_nexus|ctl_io_flags|ctl_tag_type|ctl_lunreq_type")
         .allowlist_type("ctl_sg_entry|ctl_ptr_len_flags|ctl_lun_create_params")

@@ -404,6 +404,9 @@ fn designators(identity: &Identity) -> Vec<u8> {
 }
 
 /// REQUEST SENSE: always NO SENSE, since the devices use autosense and never hold deferred sense.
+///
+/// (The simulated SIM answers REQUEST SENSE itself when it holds sense data for the device: after a
+/// CHECK CONDITION on a CCB with autosense disabled, or an injected fault without autosense.)
 fn request_sense(cmd: Command<'_>) -> Reply {
     // DESC asks for descriptor-format sense data, which the devices do not support.
     if cmd.cdb[1] & 0x01 != 0 {

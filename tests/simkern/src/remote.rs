@@ -94,6 +94,9 @@ impl ScsiDevice for IscsiDevice {
 
 /// A device whose commands can be held: while the gate is closed, every
 /// command waits in `execute` until it opens.
+///
+/// The device's SIM thread waits with it: no other command of the device
+/// starts or completes meanwhile.
 pub struct Gated<D> {
     inner: D,
     state: Mutex<GateState>,

@@ -1,11 +1,12 @@
 //! CCBs and the commands they carry (sys/cam/cam_xpt.c, cam_periph.c):
 //! allocation against the device's openings (`xpt_schedule`, and
 //! `xpt_run_allocq` calling the periph's start routine), immediate CCBs
-//! (`cam_periph_getccb`, `cam_periph_runccb`), queued `XPT_SCSI_IO` run in
-//! order by the device's SIM thread, completion as `xpt_done` and the done
-//! threads do it (the queue frozen on error, the callback without the
-//! periph lock for `CAM_UNLOCKED`), and `cam_release_devq`, which restarts
-//! a thawed queue.
+//! (`cam_periph_getccb`, `cam_periph_runccb`, which sends an `XPT_SCSI_IO`
+//! through the device's SIM like any other and sleeps until
+//! `cam_periph_done` wakes it), queued `XPT_SCSI_IO` handed to the
+//! device's SIM (`sim.rs`), completion as the done threads do it (the
+//! callback without the periph lock for `CAM_UNLOCKED`), and
+//! `cam_release_devq`, which restarts a thawed queue.
 //!
 //! Simplification: `cam_periph_getccb` does not wait for an opening (the
 //! synchronous probes ctlpass sends run beside its queued commands).
@@ -14,7 +15,7 @@ use std::ffi::c_int;
 use std::sync::Arc;
 
 use super::{Device, cam, path_ref, periph_device, xpt_action, xpt_setup_ccb};
-use crate::devices::{Command, GOOD};
+use crate::lock::{_sleep, wakeup};
 use crate::{kpanic, lock, sys};
 
 /// `CAM_PRIORITY_NONE`, `(uint32_t)-1`, which bindgen cannot evaluate.
@@ -28,19 +29,14 @@ struct SimCcb {
     periph: *mut sys::cam_periph,
 }
 
-/// Allocates a CCB for `periph` (xpt_get_ccb_nowait): counted in the
-/// periph's `periph_allocated`, set up on its path.
-///
-/// # Safety
-///
-/// `periph` is live and its lock held.
-unsafe fn get_ccb(periph: *mut sys::cam_periph, priority: u32) -> *mut sys::ccb {
-    let cam = cam();
+/// Allocates a zeroed CCB (`M_CAMCCB`, `M_NOWAIT`) for `periph`, which
+/// may be NULL (`xpt_alloc_ccb_nowait`).
+fn alloc_ccb(periph: *mut sys::cam_periph) -> *mut sys::ccb {
     // SAFETY: a registered malloc type.
     let sim_ccb = unsafe {
         crate::malloc::simkern_malloc(
             std::mem::size_of::<SimCcb>(),
-            cam.ccb_type as *mut sys::malloc_type,
+            cam().ccb_type as *mut sys::malloc_type,
             (sys::M_NOWAIT | sys::M_ZERO) as c_int,
         )
     }
@@ -48,14 +44,42 @@ unsafe fn get_ccb(periph: *mut sys::cam_periph, priority: u32) -> *mut sys::ccb 
     if sim_ccb.is_null() {
         kpanic!("xpt_get_ccb: out of CCBs");
     }
-    // SAFETY: fresh memory for a SimCcb; the caller's contract for periph.
+    // SAFETY: fresh memory for a SimCcb.
     unsafe {
         (*sim_ccb).periph = periph;
-        (*periph).periph_allocated += 1;
-        let ccb = &raw mut (*sim_ccb).ccb;
-        xpt_setup_ccb(&raw mut (*ccb).ccb_h, (*periph).path, priority);
-        ccb
+        &raw mut (*sim_ccb).ccb
     }
+}
+
+/// `xpt_alloc_ccb_nowait`: a zeroed CCB that belongs to no periph.
+pub(super) fn alloc_ccb_nowait() -> *mut sys::ccb {
+    alloc_ccb(std::ptr::null_mut())
+}
+
+/// `xpt_free_ccb`.
+///
+/// # Safety
+///
+/// `ccb` came from [`alloc_ccb_nowait`] and is not used afterwards.
+pub(super) unsafe fn free_ccb(ccb: *mut sys::ccb) {
+    // SAFETY: the caller's contract; allocated with this type.
+    unsafe { crate::malloc::simkern_free(ccb.cast(), cam().ccb_type as *mut sys::malloc_type) };
+}
+
+/// Allocates a CCB for `periph` (xpt_get_ccb_nowait): counted in the
+/// periph's `periph_allocated`, set up on its path.
+///
+/// # Safety
+///
+/// `periph` is live and its lock held.
+unsafe fn get_ccb(periph: *mut sys::cam_periph, priority: u32) -> *mut sys::ccb {
+    let ccb = alloc_ccb(periph);
+    // SAFETY: a fresh CCB; the caller's contract for periph.
+    unsafe {
+        (*periph).periph_allocated += 1;
+        xpt_setup_ccb(&raw mut (*ccb).ccb_h, (*periph).path, priority);
+    }
+    ccb
 }
 
 /// The periph a CCB was allocated for.
@@ -108,7 +132,7 @@ unsafe fn run_allocq(periph: *mut sys::cam_periph) {
         (*p).periph_allocating = 1;
         loop {
             let prio = (*p).scheduled_priority.min((*p).immediate_priority);
-            if prio == CAM_PRIORITY_NONE || i64::from((*p).periph_allocated) >= i64::from(device.state().openings) {
+            if prio == CAM_PRIORITY_NONE || i64::from((*p).periph_allocated) >= i64::from(device.sim.openings()) {
                 break;
             }
             let ccb = get_ccb(p, prio);
@@ -120,6 +144,18 @@ unsafe fn run_allocq(periph: *mut sys::cam_periph) {
         }
         (*p).periph_allocating = 0;
         super::cam_periph_release_locked(p);
+    }
+}
+
+/// Runs the allocation queue of every periph of `device` (after its
+/// openings grew), each with the periph lock held.
+pub(super) fn run_allocqs(device: &Arc<Device>) {
+    let _g = device.mtx.lock();
+    let periphs: Vec<usize> = device.state().periphs.clone();
+    for p in periphs {
+        // SAFETY: periphs on the device's list are live; their lock (the
+        // device's) is held.
+        unsafe { run_allocq(p as *mut sys::cam_periph) };
     }
 }
 
@@ -139,9 +175,12 @@ pub unsafe extern "C" fn cam_periph_getccb(periph: *mut sys::cam_periph, priorit
 }
 
 /// `cam_periph_runccb`: runs a CCB and sleeps until it completes (the
-/// periph lock is released meanwhile), then releases the device queue if
-/// the CCB froze it.  With no error routine it returns 0 whatever
-/// happened; the caller reads the CCB's status.
+/// periph lock is released meanwhile).  An `XPT_SCSI_IO` goes through the
+/// device's SIM like any queued CCB, its callback replaced by
+/// `cam_periph_done`; the error routine, if any, runs on a failure and may
+/// ask for another round (`ERESTART`).  A queue the command froze is
+/// released.  With no error routine it returns 0 whatever happened; the
+/// caller reads the CCB's status.
 ///
 /// # Safety
 ///
@@ -154,37 +193,103 @@ pub unsafe extern "C" fn cam_periph_runccb(
     sense_flags: u32,
     _ds: *mut sys::devstat,
 ) -> c_int {
-    // SAFETY: the caller's contract.
-    let h = unsafe { &mut (*ccb).ccb_h };
-    let device = path_ref(h.path).device.clone();
+    // SAFETY: the caller's contract.  The header is read and written
+    // through this pointer only while the CCB is not with the SIM.
+    let h = unsafe { &raw mut (*ccb).ccb_h };
+    // SAFETY: as above.
+    let (path, flags, func_code) = unsafe { ((*h).path, (*h).flags, (*h).func_code) };
+    let device = path_ref(path).device.clone();
     if !device.mtx.owned() {
         kpanic!("cam_periph_runccb: periph lock not held");
     }
-    if h.flags & sys::CAM_UNLOCKED != 0 {
+    if flags & sys::CAM_UNLOCKED != 0 {
         kpanic!("cam_periph_runccb: CAM_UNLOCKED set on a CCB run synchronously");
     }
     lock::assert_may_sleep_holding(device.mtx.as_ptr(), "cam_periph_runccb");
-    match h.func_code {
-        sys::XPT_SCSI_IO => {
-            device.mtx.unlock_raw();
-            // SAFETY: an XPT_SCSI_IO CCB is a ccb_scsiio.
-            execute_scsi(&device, unsafe { &mut (*ccb).csio });
-            device.mtx.lock_raw();
+    // SAFETY: the CCB is ours here (before xpt_action, and after ccb_wait).
+    let failed = move || unsafe { (*h).status & sys::CAM_STATUS_MASK != sys::CAM_REQ_CMP };
+    let mut error = 0;
+    if func_code == sys::XPT_SCSI_IO {
+        if super::sim::in_sim_thread() {
+            kpanic!("cam_periph_runccb: called from a CCB completion (the SIM would wait for itself)");
         }
+        // SAFETY: a set-up CCB on a valid path, handed to the XPT.
+        unsafe {
+            (*h).cbfcnp = Some(cam_periph_done);
+            xpt_action(ccb);
+        }
+        loop {
+            // SAFETY: the CCB was queued; the device lock is held.
+            unsafe { ccb_wait(&device, ccb) };
+            error = match error_routine {
+                Some(routine) if failed() => {
+                    // SAFETY: the CCB is ours; the caller's error routine,
+                    // which may queue it again (ERESTART).
+                    unsafe {
+                        (*h).cbfcnp = Some(cam_periph_done);
+                        routine(ccb, camflags, sense_flags)
+                    }
+                }
+                _ => 0,
+            };
+            if error != sys::ERESTART {
+                break;
+            }
+        }
+    } else {
         // SAFETY: an immediate CCB.
-        _ => unsafe { xpt_action(ccb) },
+        unsafe { xpt_action(ccb) };
+        if let Some(routine) = error_routine
+            && failed()
+        {
+            // SAFETY: the caller's error routine.
+            error = unsafe { routine(ccb, camflags, sense_flags) };
+        }
     }
-    freeze_on_error(&device, h);
-    let error = match error_routine {
-        // SAFETY: the caller's error routine.
-        Some(routine) => unsafe { routine(ccb, camflags, sense_flags) },
-        None => 0,
-    };
-    if h.status & sys::CAM_DEV_QFRZN != 0 {
-        cam_release_devq(h.path, 0, 0, 0, 0);
-        h.status &= !sys::CAM_DEV_QFRZN;
+    // SAFETY: the CCB is ours.
+    unsafe {
+        if (*h).status & sys::CAM_DEV_QFRZN != 0 {
+            cam_release_devq(path, 0, 0, 0, 0);
+            (*h).status &= !sys::CAM_DEV_QFRZN;
+        }
     }
     error
+}
+
+/// `cam_periph_done`: the callback of a CCB run by `cam_periph_runccb`,
+/// called with the periph lock held; it wakes the sleeper.
+unsafe extern "C" fn cam_periph_done(_periph: *mut sys::cam_periph, ccb: *mut sys::ccb) {
+    // SAFETY: a completed CCB its issuer sleeps on.
+    unsafe {
+        (*ccb).ccb_h.cbfcnp = None;
+        wakeup((&raw const (*ccb).ccb_h.cbfcnp).cast());
+    }
+}
+
+/// `cam_periph_ccbwait`: sleeps (releasing the periph lock) until
+/// `cam_periph_done` has run.
+///
+/// # Safety
+///
+/// `ccb` was queued by `cam_periph_runccb`; the device lock is held.
+unsafe fn ccb_wait(device: &Device, ccb: *mut sys::ccb) {
+    // SAFETY: the callback field is written by cam_periph_done under the
+    // device lock, which is held here between sleeps.
+    while unsafe { (*ccb).ccb_h.cbfcnp.is_some() } {
+        // SAFETY: the device lock is held, as the interlock; the wait
+        // message is static.
+        unsafe {
+            _sleep(
+                (&raw const (*ccb).ccb_h.cbfcnp).cast(),
+                &raw mut (*device.mtx.as_ptr()).lock_object,
+                0,
+                c"cbwait".as_ptr(),
+                0,
+                0,
+                0,
+            )
+        };
+    }
 }
 
 /// `xpt_release_ccb`: returns a CCB (the periph lock must be held); the
@@ -210,51 +315,11 @@ pub unsafe extern "C" fn xpt_release_ccb(ccb: *mut sys::ccb) {
     }
 }
 
-/// Queues an `XPT_SCSI_IO` for the device's SIM thread (xpt_action of a
-/// queued CCB): it runs after the device's earlier commands, once its queue
-/// is not frozen.
+/// Queues an `XPT_SCSI_IO` for the device's SIM (xpt_action of a queued
+/// CCB): it starts after the device's earlier commands, once its queue is
+/// not frozen.
 pub(super) fn queue_scsi(device: &Arc<Device>, ccb: *mut sys::ccb) {
-    // SAFETY: a CCB the periph set up.
-    unsafe { (*ccb).ccb_h.status = sys::CAM_REQ_INPROG };
-    device.state().sim_queue.push_back(ccb as usize);
-    kick(device);
-}
-
-/// Starts the device's SIM thread if it has work and is not frozen.
-fn kick(device: &Arc<Device>) {
-    let mut st = device.state();
-    if st.sim_running || st.frozen > 0 || st.sim_queue.is_empty() {
-        return;
-    }
-    st.sim_running = true;
-    let device = device.clone();
-    std::thread::Builder::new()
-        .name(format!("sim {}:{}:{}", device.path_id, device.target, device.lun))
-        .spawn(move || sim_thread(&device))
-        .unwrap_or_else(|e| kpanic!("cannot start a SIM thread: {e}"));
-}
-
-/// The device's SIM: runs queued commands in order until the queue is
-/// empty or frozen, completing each as xpt_done and the done thread do.
-fn sim_thread(device: &Arc<Device>) {
-    loop {
-        let next = {
-            let mut st = device.state();
-            let next = if st.frozen > 0 { None } else { st.sim_queue.pop_front() };
-            if next.is_none() {
-                st.sim_running = false;
-            }
-            next
-        };
-        let Some(ccb) = next else { return };
-        let ccb = ccb as *mut sys::ccb;
-        // SAFETY: a queued XPT_SCSI_IO CCB, owned by the XPT until done.
-        unsafe {
-            execute_scsi(device, &mut (*ccb).csio);
-            freeze_on_error(device, &mut (*ccb).ccb_h);
-            done(ccb);
-        }
-    }
+    device.sim.queue(ccb);
 }
 
 /// The done thread's part of a completion: the periph's callback, with the
@@ -262,8 +327,8 @@ fn sim_thread(device: &Arc<Device>) {
 ///
 /// # Safety
 ///
-/// `ccb` is a completed queued CCB with a callback.
-unsafe fn done(ccb: *mut sys::ccb) {
+/// `ccb` is a completed queued CCB with a callback, allocated by the XPT.
+pub(super) unsafe fn done(ccb: *mut sys::ccb) {
     // SAFETY: the caller's contract.
     unsafe {
         let h = &(*ccb).ccb_h;
@@ -292,92 +357,7 @@ pub extern "C" fn cam_release_devq(
     _arg: u32,
     getcount_only: c_int,
 ) -> u32 {
-    let device = &path_ref(path).device;
-    let count = {
-        let mut st = device.state();
-        if getcount_only == 0 {
-            if st.frozen == 0 {
-                kpanic!("cam_release_devq: device queue not frozen");
-            }
-            st.frozen -= 1;
-        }
-        st.frozen
-    };
-    kick(device);
-    count
-}
-
-/// Carries out an `XPT_SCSI_IO` on the emulated device: the CDB, the data
-/// (`CAM_DATA_VADDR`), then status, autosense and residual as a SIM
-/// reports them.
-fn execute_scsi(device: &Device, csio: &mut sys::ccb_scsiio) {
-    let flags = csio.ccb_h.flags;
-    let cdb_len = usize::from(csio.cdb_len);
-    // SAFETY: CAM_CDB_POINTER selects the pointer member, which then points
-    // at cdb_len bytes; otherwise the bytes are inline.
-    let cdb: Vec<u8> = unsafe {
-        if flags & sys::CAM_CDB_POINTER != 0 {
-            std::slice::from_raw_parts(csio.cdb_io.cdb_ptr, cdb_len).to_vec()
-        } else {
-            csio.cdb_io.cdb_bytes.get(..cdb_len).unwrap_or(&[]).to_vec()
-        }
-    };
-    if !device.state().present {
-        csio.ccb_h.status = sys::CAM_DEV_NOT_THERE;
-        return;
-    }
-    if flags & sys::CAM_DATA_MASK != sys::CAM_DATA_VADDR {
-        kpanic!(
-            "CAM: data type {:#x} not supported by the simulated SIM",
-            flags & sys::CAM_DATA_MASK
-        );
-    }
-    let len = csio.dxfer_len as usize;
-    let dir = flags & sys::CAM_DIR_MASK;
-    let buf: &mut [u8] = if len == 0 || dir == sys::CAM_DIR_NONE {
-        &mut []
-    } else {
-        // SAFETY: a CCB's data pointer holds dxfer_len bytes.
-        unsafe { std::slice::from_raw_parts_mut(csio.data_ptr, len) }
-    };
-    let emulated = device.state().emulated.clone();
-    let outcome = if dir == sys::CAM_DIR_OUT {
-        emulated.execute(Command {
-            cdb: &cdb,
-            data_out: buf,
-            data_in: &mut [],
-        })
-    } else {
-        emulated.execute(Command {
-            cdb: &cdb,
-            data_out: &[],
-            data_in: buf,
-        })
-    };
-    csio.scsi_status = outcome.status;
-    csio.resid = (len - outcome.transferred.min(len)) as u32;
-    if outcome.status == GOOD {
-        csio.ccb_h.status = sys::CAM_REQ_CMP;
-        return;
-    }
-    csio.ccb_h.status = sys::CAM_SCSI_STATUS_ERROR;
-    if !outcome.sense.is_empty() && flags & sys::CAM_DIS_AUTOSENSE == 0 {
-        let room = usize::from(csio.sense_len).min(std::mem::size_of_val(&csio.sense_data));
-        let n = outcome.sense.len().min(room);
-        // SAFETY: sense_data holds at least `room` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(outcome.sense.as_ptr(), (&raw mut csio.sense_data).cast(), n) };
-        csio.sense_resid = (usize::from(csio.sense_len) - n) as u8;
-        csio.ccb_h.status |= sys::CAM_AUTOSNS_VALID;
-    }
-}
-
-/// What xpt_done does to a CCB that did not complete: freeze the
-/// device's queue once and say so in the status.
-fn freeze_on_error(device: &Device, h: &mut sys::ccb_hdr) {
-    if h.status & sys::CAM_STATUS_MASK != sys::CAM_REQ_CMP && h.status & sys::CAM_DEV_QFRZN == 0 {
-        device.state().frozen += 1;
-        h.status |= sys::CAM_DEV_QFRZN;
-    }
+    path_ref(path).device.sim.release(getcount_only != 0)
 }
 
 /// How many times the queue of the device at `path_id:target:lun` is
@@ -388,5 +368,5 @@ pub fn frozen(path_id: u32, target: u32, lun: u64) -> u32 {
     st.devices
         .iter()
         .find(|d| d.path_id == path_id && d.target == target && d.lun == lun)
-        .map_or(0, |d| d.state().frozen)
+        .map_or(0, |d| d.sim.frozen())
 }

@@ -13,15 +13,34 @@
 //! drivers, `pass` (every device), `da` (direct access) and `cd` (CD/DVD),
 //! attached through the same interfaces, so that `camcontrol devlist` shows
 //! what a FreeBSD machine shows.
+//!
+//! Each device has a SIM (`sim.rs`) that runs the `XPT_SCSI_IO` CCBs of
+//! every issuer in order, with a latency, openings, fault injection and
+//! counters a test sets and reads ([`set_latency`], [`set_openings`],
+//! [`inject`], [`device_stats`], [`ccb_buffers`]), and CCBs can be sent to
+//! a device directly, as a baseline for ctlpass's ([`submit_direct`],
+//! [`execute_direct`], [`run_direct`]).
 
+mod direct;
+mod fault;
 mod io;
 pub mod scsi_all;
+mod sim;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::{Arc, Mutex};
 
+pub use direct::{
+    DirectData, DirectOptions, DirectResult, execute_direct, execute_direct_with, release_devq, run_direct,
+    run_direct_with, submit_direct, submit_direct_with,
+};
+pub use fault::{Count, Effect, Fault, Match, cdb_hash, fixed_sense, lba_range};
 pub use io::frozen;
+pub use sim::{
+    BUFFER_LOG_LEN, DeviceStats, LATENESS_BOUNDS_US, Lateness, ccb_buffers, clear_faults, device_stats, inject,
+    reset_ccb_buffers, reset_device_stats, set_latency, set_openings,
+};
 
 use crate::ctl::Response;
 use crate::devices::{Command, GOOD, ScsiDevice};
@@ -77,14 +96,6 @@ struct DeviceState {
     periphs: Vec<usize>,
     /// Async registrations on the device's path.
     asyncs: Vec<AsyncReg>,
-    /// How many times its queue is frozen (a failed CCB freezes it once).
-    frozen: u32,
-    /// CCBs a periph may hold at once (`ccbq.total_openings`).
-    openings: u32,
-    /// Queued `XPT_SCSI_IO` CCBs the SIM has not started.
-    sim_queue: VecDeque<usize>,
-    /// The device's SIM thread is running.
-    sim_running: bool,
 }
 
 /// A device (`struct cam_ed`).  It lives while a path refers to it.
@@ -94,12 +105,32 @@ pub struct Device {
     lun: u64,
     mtx: KMutex,
     state: Mutex<DeviceState>,
+    /// Its SIM: queue, openings (`ccbq.total_openings`), freeze count.
+    sim: Arc<sim::Sim>,
 }
 
 impl Device {
     fn state(&self) -> std::sync::MutexGuard<'_, DeviceState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.sim.shutdown();
+    }
+}
+
+/// The device at `path_id:target:lun` (present or not); panics if CAM has
+/// none.
+fn device_at(path_id: u32, target: u32, lun: u64) -> Arc<Device> {
+    cam()
+        .state()
+        .devices
+        .iter()
+        .find(|d| d.path_id == path_id && d.target == target && d.lun == lun)
+        .cloned()
+        .unwrap_or_else(|| kpanic!("CAM: no device at {path_id}:{target}:{lun}"))
 }
 
 /// A path (`struct cam_path`): the module sees a pointer to one.
@@ -319,6 +350,7 @@ fn insert_device(cam: &Arc<Cam>, path_id: u32, spec: &DeviceSpec) -> Arc<Device>
         }
         ds.present = true;
         ds.emulated = spec.device.clone();
+        d.sim.set_present(true);
         return d.clone();
     }
     let openings = st
@@ -336,11 +368,8 @@ fn insert_device(cam: &Arc<Cam>, path_id: u32, spec: &DeviceSpec) -> Arc<Device>
             present: true,
             periphs: Vec::new(),
             asyncs: Vec::new(),
-            frozen: 0,
-            openings,
-            sim_queue: VecDeque::new(),
-            sim_running: false,
         }),
+        sim: sim::Sim::new(format!("{path_id}:{}:{}", spec.target, spec.lun), openings),
     });
     st.devices.push(device.clone());
     device
@@ -386,6 +415,7 @@ pub fn unplug(path_id: u32, target: u32, lun: u64) {
 
 fn lose(cam: &Arc<Cam>, device: &Arc<Device>) {
     device.state().present = false;
+    device.sim.set_present(false);
     let path = new_path(device);
     {
         let _g = device.mtx.lock();
