@@ -5,18 +5,24 @@
 #               build the kernel object and ctlpass.ko, and audit both
 #   make demo   run ctlpass in the simulated kernel (scripts/demo.ctl: an
 #               emulated disk and a real tgtd disk exported through CTL)
+#   make bench  measure the I/O path in the simulated kernel (not a test:
+#               ratios against the device driven directly, copies and
+#               allocations per I/O, instructions per I/O under callgrind)
 #
 # On FreeBSD 14/15, build the real module with `make -C kmod` (see README).
 
 CARGO ?= cargo
 SIM = $(CARGO) run -q -p simkern --bin ctlpass-sim --
 
-.PHONY: test demo deps lint host-test check-freebsd14 kobj kmod audit clean
+.PHONY: test demo bench deps lint host-test check-freebsd14 kobj kmod audit clean
 
 test: deps lint host-test check-freebsd14 audit
 
 demo: deps
 	$(SIM) --script scripts/demo.ctl
+
+bench: deps
+	$(CARGO) run -q --release -p simkern --bin ctlpass-bench
 
 deps:
 	scripts/install-deps.sh

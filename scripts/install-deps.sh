@@ -17,6 +17,7 @@ packages=(
 	libiscsi-bin:/usr/bin/iscsi-inq
 	libiscsi-dev:/usr/include/iscsi/iscsi.h
 	mandoc:/usr/bin/mandoc             # man page lint
+	valgrind:/usr/bin/valgrind         # make bench: instructions per I/O (callgrind)
 )
 
 missing=()

@@ -454,8 +454,18 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
             req.resends += 1;
             return pio::issue(lun.lun().periph(), req);
         }
-        Next::Resend => return finish(lun, req, Finish::Reply(Reply::Busy)),
-        Next::RequestSense if req.work != Work::RequestSense => return request_sense(lun, req),
+        Next::Resend => {
+            if let Work::Transfer(t) = req.work {
+                tell_taken(&mut req, t);
+            }
+            return finish(lun, req, Finish::Reply(Reply::Busy));
+        }
+        Next::RequestSense if req.work != Work::RequestSense => {
+            if let Work::Transfer(t) = req.work {
+                tell_taken(&mut req, t);
+            }
+            return request_sense(lun, req);
+        }
         _ => {}
     }
     if req.work == Work::RequestSense {
@@ -473,15 +483,18 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
             } else {
                 0
             };
-            let short = got < t.bytes(t.chunk);
-            let total = if ok && !short {
-                t.bytes(t.blocks)
-            } else {
-                t.bytes(t.done) + got
-            };
-            move_data(lun, req, t.bytes(t.done), got, total);
+            // Each move says how much the transfer has moved so far: a
+            // later chunk that moves nothing (CTL does not pass an empty
+            // move to the frontend) leaves the last move's total standing.
+            move_data(lun, req, t.bytes(t.done), got, t.bytes(t.done) + got);
         }
         Work::Transfer(mut t) if ok => {
+            if req.result.resid > 0 {
+                // GOOD with a residual: the device took less than it was
+                // sent, and nothing after it is sent.
+                tell_taken(&mut req, t);
+                return finish(lun, req, Finish::Reply(Reply::Success));
+            }
             t.done += t.chunk;
             match sbc::next_chunk(t.blocks, t.done, t.chunk) {
                 None => finish(lun, req, Finish::Reply(Reply::Success)),
@@ -539,7 +552,26 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
             }
             finish(lun, req, Finish::Reply(Reply::Success))
         }
+        Work::Transfer(t) => {
+            tell_taken(&mut req, t);
+            finish(lun, req, Finish::Device)
+        }
         _ => finish(lun, req, Finish::Device),
+    }
+}
+
+/// A transfer ends with its chunk short or failed, and no more data moves:
+/// its total becomes what the device took of a write (nothing of the chunk
+/// after a transport error) or what reached the initiator of a read, so
+/// that the initiator sees the residual it would see directly.
+fn tell_taken(req: &mut Request, t: Transfer) {
+    let took = match req.result.status {
+        _ if t.kind == Kind::Read => 0,
+        CamStatus::REQ_CMP | CamStatus::SCSI_STATUS_ERROR => t.bytes(t.chunk).saturating_sub(req.result.resid),
+        _ => 0,
+    };
+    if let Some(io) = req.io.as_mut() {
+        io.set_total_len(t.bytes(t.done).saturating_add(took));
     }
 }
 

@@ -345,6 +345,14 @@ impl CtlIo {
         }
     }
 
+    /// Sets how many bytes the whole transfer moved (`kern_total_len`),
+    /// from which the frontend reports the residual, after the data moves.
+    pub fn set_total_len(&mut self, len: u32) {
+        // SAFETY: the I/O is ours; the field is read by the frontend when
+        // the I/O completes.
+        unsafe { (*self.scsiio()).kern_total_len = len };
+    }
+
     /// Whether CTL aborted the I/O (ABORT TASK, LUN RESET...).
     pub fn is_aborted(&self) -> bool {
         // SAFETY: CTL only ever sets this flag; an unlocked read is benign.

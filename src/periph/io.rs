@@ -21,8 +21,10 @@ use crate::kern::task::Task;
 
 use super::Softc;
 
-/// Bytes of data buffers one LUN may hold at once.
-pub const POOL_BUDGET: usize = 16 << 20;
+/// Bytes of data buffers one LUN may hold at once: enough for 32 commands
+/// of the largest chunk (1 MiB), so that a device with 32 openings is kept
+/// busy with large transfers.
+pub const POOL_BUDGET: usize = 32 << 20;
 
 /// What a request waits for in `incoming`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,15 +33,18 @@
 pub mod frontend;
 pub mod ramdisk;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::{CStr, c_int, c_void};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{LazyLock, Mutex};
 
-pub use frontend::{Cmd, DatamoveStats, LunDatamoves, TaskAttr, datamove_stats, execute, reset_datamove_stats, run};
+pub use frontend::{
+    Cmd, DatamoveStats, LunDatamoves, TaskAttr, datamove_stats, execute, reset_datamove_stats, run, run_with,
+};
 
 use crate::ctl_scsi::{self, BackendLun, Direction, Disposition, Port, Sense};
 use crate::devices::{BUSY, CHECK_CONDITION, GOOD, Outcome};
+use crate::fasthash::FastMap;
 use crate::sbuf::Sbuf;
 use crate::{console, kpanic, lock, malloc, nv, sys};
 
@@ -108,7 +111,7 @@ struct Ctl {
     /// LUNs by number.
     luns: BTreeMap<u32, LunSlot>,
     /// I/Os CTL holds, by address.
-    pending: HashMap<usize, Pending>,
+    pending: FastMap<usize, Pending>,
     /// The I/O pool's malloc type (`ctlio`).
     io_type: usize,
     /// M_CTL (`ctlmem`): the buffers CTL allocates itself.
@@ -1495,15 +1498,7 @@ static PORT: LazyLock<Port> = LazyLock::new(port);
 /// LUN `lun_id` and waits for its status, as an iSCSI initiator would
 /// ([`execute`] with a SIMPLE task attribute, without the residual).
 pub fn command(lun_id: u32, cdb: &[u8], data_in_len: usize) -> Response {
-    let r = execute(
-        lun_id,
-        &Cmd {
-            cdb: cdb.to_vec(),
-            data_out: Vec::new(),
-            data_in_len,
-            task: TaskAttr::Simple,
-        },
-    );
+    let r = execute(lun_id, &Cmd::read(cdb, data_in_len));
     Response {
         status: r.status,
         sense: r.sense,

@@ -24,6 +24,8 @@ pub mod console;
 pub mod ctl;
 pub mod ctl_scsi;
 pub mod devices;
+pub mod fasthash;
+pub mod idle;
 pub mod linker;
 pub mod lock;
 pub mod machine;

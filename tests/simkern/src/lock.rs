@@ -19,7 +19,7 @@ const DEADLOCK_SECONDS: u64 = 30;
 
 thread_local! {
     /// The mutexes this thread holds, innermost last.
-    static HELD: RefCell<Vec<(usize, String)>> = const { RefCell::new(Vec::new()) };
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     static THREAD_TOKEN: u64 = const { 0 };
 }
 
@@ -129,12 +129,13 @@ pub unsafe extern "C" fn __mtx_lock_flags(c: *mut usize, _opts: c_int, file: *co
         lo.lo_data += 1;
         return;
     }
-    let start = Instant::now();
+    let mut start = None;
     let mut spins = 0u32;
     while w
         .compare_exchange_weak(MTX_UNOWNED, me, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
     {
+        let start = *start.get_or_insert_with(Instant::now);
         spins += 1;
         if spins < 64 {
             std::hint::spin_loop();
@@ -150,7 +151,7 @@ pub unsafe extern "C" fn __mtx_lock_flags(c: *mut usize, _opts: c_int, file: *co
             }
         }
     }
-    HELD.with(|h| h.borrow_mut().push((c as usize, name_of(c))));
+    HELD.with(|h| h.borrow_mut().push(c as usize));
 }
 
 /// `mtx_unlock(9)`.
@@ -181,7 +182,7 @@ pub unsafe extern "C" fn __mtx_unlock_flags(c: *mut usize, _opts: c_int, file: *
 fn forget_held(c: *mut usize) {
     HELD.with(|h| {
         let mut h = h.borrow_mut();
-        if let Some(i) = h.iter().rposition(|(a, _)| *a == c as usize) {
+        if let Some(i) = h.iter().rposition(|&a| a == c as usize) {
             h.remove(i);
         }
     });
@@ -189,17 +190,21 @@ fn forget_held(c: *mut usize) {
 
 /// Names of the mutexes the current thread holds.
 pub fn held_names() -> Vec<String> {
-    HELD.with(|h| h.borrow().iter().map(|(_, n)| n.clone()).collect())
+    HELD.with(|h| h.borrow().iter().map(|&c| name_of(c as *mut usize)).collect())
+}
+
+/// Whether the current thread holds no mutex (and so may sleep).
+pub fn holds_none() -> bool {
+    HELD.with(|h| h.borrow().is_empty())
 }
 
 /// WITNESS's check before sleeping: panics if the current thread holds any
 /// mutex.
 pub fn assert_may_sleep(what: &str) {
-    let held = held_names();
-    if !held.is_empty() {
+    if !holds_none() {
         kpanic!(
             "{what}: sleeping with the following non-sleepable locks held: {}",
-            held.join(", ")
+            held_names().join(", ")
         );
     }
 }
@@ -344,8 +349,8 @@ pub unsafe extern "C" fn _sleep(
     let others: Vec<String> = HELD.with(|h| {
         h.borrow()
             .iter()
-            .filter(|(a, _)| *a != c as usize)
-            .map(|(_, n)| n.clone())
+            .filter(|&&a| a != c as usize)
+            .map(|&a| name_of(a as *mut usize))
             .collect()
     });
     if !others.is_empty() {
@@ -403,8 +408,8 @@ pub fn assert_may_sleep_holding(interlock: *mut sys::mtx, what: &str) {
     let others: Vec<String> = HELD.with(|h| {
         h.borrow()
             .iter()
-            .filter(|(a, _)| *a != c)
-            .map(|(_, n)| n.clone())
+            .filter(|&&a| a != c)
+            .map(|&a| name_of(a as *mut usize))
             .collect()
     });
     if !others.is_empty() {

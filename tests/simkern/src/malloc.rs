@@ -10,11 +10,15 @@
 //! not ask for it through malloc_aligned(9) fails its tests.
 
 use std::alloc::Layout;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{CStr, c_int, c_void};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use crate::fasthash::FastMap;
 use crate::{console, kpanic, lock, sys};
+
+/// How many of the latest malloc(9) calls [`requests`] keeps.
+pub const REQUEST_LOG_LEN: usize = 4096;
 
 /// Statistics of one malloc type, as `vmstat -m` shows them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,12 +74,34 @@ impl Balance {
     }
 }
 
+/// A malloc(9) call as logged (its type by name, shared).
+struct Logged {
+    type_name: Arc<str>,
+    size: usize,
+    align: usize,
+    flags: c_int,
+    ok: bool,
+}
+
+/// A registered type: its statistics, and its name to share.
+struct Type {
+    stats: TypeStats,
+    name: Arc<str>,
+    /// Its allocations and frees, added to [`State::balances`] when the
+    /// type is destroyed.
+    balance: Balance,
+}
+
 #[derive(Default)]
 struct State {
-    balances: HashMap<String, Balance>,
-    types: HashMap<usize, TypeStats>,
-    live: HashMap<usize, Live>,
-    requests: Vec<Request>,
+    /// Balances of destroyed types, by name.
+    balances: HashMap<Arc<str>, Balance>,
+    types: FastMap<usize, Type>,
+    live: FastMap<usize, Live>,
+    /// The latest calls, up to [`REQUEST_LOG_LEN`].
+    requests: VecDeque<Logged>,
+    /// Calls since boot.
+    request_count: u64,
     /// Type name -> M_NOWAIT allocations to refuse, counting down; u64::MAX
     /// refuses all.
     fail_nowait: HashMap<String, u64>,
@@ -125,9 +151,13 @@ pub unsafe extern "C" fn malloc_init(data: *mut c_void) {
     with(|s| {
         s.types.insert(
             mtp as usize,
-            TypeStats {
-                name,
-                ..TypeStats::default()
+            Type {
+                name: name.as_str().into(),
+                balance: Balance::default(),
+                stats: TypeStats {
+                    name,
+                    ..TypeStats::default()
+                },
             },
         )
     });
@@ -142,7 +172,14 @@ pub unsafe extern "C" fn malloc_init(data: *mut c_void) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_uninit(data: *mut c_void) {
     let key = data as usize;
-    let Some(stats) = with(|s| s.types.remove(&key)) else {
+    let removed = with(|s| {
+        let t = s.types.remove(&key)?;
+        let b = s.balances.entry(t.name.clone()).or_default();
+        b.allocated += t.balance.allocated;
+        b.freed += t.balance.freed;
+        Some(t)
+    });
+    let Some(Type { stats, .. }) = removed else {
         kpanic!("malloc_uninit: type {} was not initialised", type_name(data.cast()));
     };
     if stats.in_use > 0 {
@@ -155,42 +192,57 @@ pub unsafe extern "C" fn malloc_uninit(data: *mut c_void) {
     }
 }
 
+impl State {
+    fn log(&mut self, type_name: &Arc<str>, size: usize, align: usize, flags: c_int, ok: bool) {
+        if self.requests.len() == REQUEST_LOG_LEN {
+            self.requests.pop_front();
+        }
+        self.requests.push_back(Logged {
+            type_name: type_name.clone(),
+            size,
+            align,
+            flags,
+            ok,
+        });
+        self.request_count += 1;
+    }
+}
+
 fn allocate(size: usize, align: usize, mtp: *mut sys::malloc_type, flags: c_int) -> *mut c_void {
     let key = mtp as usize;
-    let Some(name) = with(|s| s.types.get(&key).map(|t| t.name.clone())) else {
+    let wait = flags as u32 & (sys::M_NOWAIT | sys::M_WAITOK);
+    // The type's name, and whether this allocation is refused.
+    let checked = with(|s| {
+        let name = s.types.get(&key)?.name.clone();
+        let refuse = wait == sys::M_NOWAIT
+            && !s.fail_nowait.is_empty()
+            && match s.fail_nowait.get_mut(&*name) {
+                Some(n) if *n > 0 => {
+                    if *n != u64::MAX {
+                        *n -= 1;
+                    }
+                    true
+                }
+                _ => false,
+            };
+        if refuse {
+            s.log(&name, size, align, flags, false);
+            if let Some(t) = s.types.get_mut(&key) {
+                t.stats.failures += 1;
+            }
+        }
+        Some((name, refuse))
+    });
+    let Some((name, refuse)) = checked else {
         kpanic!("malloc: unknown malloc type {:p}", mtp);
     };
-    let wait = flags as u32 & (sys::M_NOWAIT | sys::M_WAITOK);
     if wait != sys::M_NOWAIT && wait != sys::M_WAITOK {
         kpanic!("malloc: bad malloc flags: {flags:#x} (type {name})");
     }
-    if wait == sys::M_WAITOK {
+    if wait == sys::M_WAITOK && !lock::holds_none() {
         lock::assert_may_sleep(&format!("malloc(M_WAITOK) of \"{name}\""));
     }
-    let refuse = wait == sys::M_NOWAIT
-        && with(|s| match s.fail_nowait.get_mut(&name) {
-            Some(n) if *n > 0 => {
-                if *n != u64::MAX {
-                    *n -= 1;
-                }
-                true
-            }
-            _ => false,
-        });
-    let record = |ok| Request {
-        type_name: name.clone(),
-        size,
-        align,
-        flags,
-        ok,
-    };
     if refuse {
-        with(|s| {
-            s.requests.push(record(false));
-            if let Some(t) = s.types.get_mut(&key) {
-                t.failures += 1;
-            }
-        });
         return std::ptr::null_mut();
     }
     // Hand out memory that is 8-aligned but not 16-aligned unless asked.
@@ -208,7 +260,7 @@ fn allocate(size: usize, align: usize, mtp: *mut sys::malloc_type, flags: c_int)
     // SAFETY: `p` starts `size` writable bytes inside the allocation.
     unsafe { std::ptr::write_bytes(p, fill, size) };
     with(|s| {
-        s.requests.push(record(true));
+        s.log(&name, size, align, flags, true);
         s.live.insert(
             p as usize,
             Live {
@@ -219,11 +271,16 @@ fn allocate(size: usize, align: usize, mtp: *mut sys::malloc_type, flags: c_int)
             },
         );
         if let Some(t) = s.types.get_mut(&key) {
-            t.in_use += 1;
-            t.bytes += size as u64;
-            t.requests += 1;
+            t.stats.in_use += 1;
+            t.stats.bytes += size as u64;
+            t.stats.requests += 1;
         }
-        s.balances.entry(name.clone()).or_default().allocated += 1;
+        match s.balances.get_mut(&*name) {
+            Some(b) => b.allocated += 1,
+            None => {
+                s.balances.insert(name, Balance { allocated: 1, freed: 0 });
+            }
+        }
     });
     p.cast()
 }
@@ -267,7 +324,18 @@ pub unsafe extern "C" fn simkern_free(addr: *mut c_void, mtp: *mut sys::malloc_t
     if addr.is_null() {
         return;
     }
-    let Some(live) = with(|s| s.live.remove(&(addr as usize))) else {
+    let freed = with(|s| {
+        let live = s.live.remove(&(addr as usize))?;
+        if live.mtp == mtp as usize
+            && let Some(t) = s.types.get_mut(&live.mtp)
+        {
+            t.stats.in_use -= 1;
+            t.stats.bytes -= live.size as u64;
+            t.balance.freed += 1;
+        }
+        Some(live)
+    });
+    let Some(live) = freed else {
         kpanic!("free: address {addr:p} has not been allocated");
     };
     if live.mtp != mtp as usize {
@@ -276,14 +344,6 @@ pub unsafe extern "C" fn simkern_free(addr: *mut c_void, mtp: *mut sys::malloc_t
             type_name(mtp)
         );
     }
-    with(|s| {
-        if let Some(t) = s.types.get_mut(&live.mtp) {
-            t.in_use -= 1;
-            t.bytes -= live.size as u64;
-        }
-        let name = type_name(mtp);
-        s.balances.entry(name).or_default().freed += 1;
-    });
     // SAFETY: the allocation is dead; poison it, then return it.
     unsafe {
         std::ptr::write_bytes(addr.cast::<u8>(), 0xde, live.size);
@@ -293,7 +353,7 @@ pub unsafe extern "C" fn simkern_free(addr: *mut c_void, mtp: *mut sys::malloc_t
 
 /// `vmstat -m`: statistics of every registered malloc type, by name.
 pub fn vmstat_m() -> Vec<TypeStats> {
-    let mut v: Vec<TypeStats> = with(|s| s.types.values().cloned().collect());
+    let mut v: Vec<TypeStats> = with(|s| s.types.values().map(|t| t.stats.clone()).collect());
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v
 }
@@ -303,14 +363,39 @@ pub fn stats(name: &str) -> Option<TypeStats> {
     vmstat_m().into_iter().find(|t| t.name == name)
 }
 
-/// Every malloc(9) call made since boot.
+/// The latest malloc(9) calls since boot (up to [`REQUEST_LOG_LEN`]),
+/// oldest first.
 pub fn requests() -> Vec<Request> {
-    with(|s| s.requests.clone())
+    with(|s| {
+        s.requests
+            .iter()
+            .map(|l| Request {
+                type_name: l.type_name.to_string(),
+                size: l.size,
+                align: l.align,
+                flags: l.flags,
+                ok: l.ok,
+            })
+            .collect()
+    })
+}
+
+/// How many malloc(9) calls were made since boot.
+pub fn request_count() -> u64 {
+    with(|s| s.request_count)
 }
 
 /// The allocation balance of every malloc type since boot, by name.
 pub fn balances() -> Vec<(String, Balance)> {
-    let mut v: Vec<(String, Balance)> = with(|s| s.balances.iter().map(|(n, b)| (n.clone(), *b)).collect());
+    let mut v: Vec<(String, Balance)> = with(|s| {
+        let mut all = s.balances.clone();
+        for t in s.types.values() {
+            let b = all.entry(t.name.clone()).or_default();
+            b.allocated += t.balance.allocated;
+            b.freed += t.balance.freed;
+        }
+        all.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
+    });
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }

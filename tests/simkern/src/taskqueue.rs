@@ -1,12 +1,14 @@
 //! taskqueue(9) for the simulated kernel: `taskqueue_thread`, the kernel's
 //! shared queue, served by one thread; `taskqueue_enqueue` (a pending task
 //! is only counted again) and `taskqueue_drain`, which sleeps until the
-//! task is neither queued nor running.
+//! task is neither queued nor running.  The thread waits for work as every
+//! simulated kernel thread does ([`crate::idle`]).
 
 use std::collections::VecDeque;
 use std::ffi::c_int;
 use std::sync::{Condvar, Mutex, OnceLock};
 
+use crate::idle::Doorbell;
 use crate::{kpanic, lock, sys};
 
 /// Tasks waiting and the one running, by address.
@@ -14,13 +16,17 @@ use crate::{kpanic, lock, sys};
 struct Queue {
     waiting: VecDeque<usize>,
     running: Option<usize>,
+    /// The thread is blocked on [`CHANGED`].
+    sleeping: bool,
 }
 
 static QUEUE: Mutex<Queue> = Mutex::new(Queue {
     waiting: VecDeque::new(),
     running: None,
+    sleeping: false,
 });
 static CHANGED: Condvar = Condvar::new();
+static WORK: Doorbell = Doorbell::new();
 static THREAD: OnceLock<()> = OnceLock::new();
 
 /// The address `taskqueue_thread` points to (the queue itself is `QUEUE`).
@@ -66,7 +72,12 @@ pub unsafe extern "C" fn taskqueue_enqueue(tq: *mut sys::taskqueue, task: *mut s
         (*task).ta_pending = 1;
     }
     q.waiting.push_back(task as usize);
-    CHANGED.notify_all();
+    WORK.ring();
+    let sleeping = std::mem::take(&mut q.sleeping);
+    drop(q);
+    if sleeping {
+        CHANGED.notify_all();
+    }
     0
 }
 
@@ -92,7 +103,14 @@ fn run() {
     let mut q = queue();
     loop {
         let Some(t) = q.waiting.pop_front() else {
-            q = CHANGED.wait(q).unwrap_or_else(|e| e.into_inner());
+            let seen = WORK.seen();
+            drop(q);
+            WORK.poll(seen);
+            q = queue();
+            if q.waiting.is_empty() {
+                q.sleeping = true;
+                q = CHANGED.wait_while(q, |q| q.sleeping).unwrap_or_else(|e| e.into_inner());
+            }
             continue;
         };
         let task = t as *mut sys::task;
@@ -110,11 +128,12 @@ fn run() {
             // calls it.
             unsafe { f(context, c_int::from(pending)) };
         }
-        if !lock::held_names().is_empty() {
+        if !lock::holds_none() {
             kpanic!("a task returned with locks held: {:?}", lock::held_names());
         }
         q = queue();
         q.running = None;
+        // Only taskqueue_drain waits for a task to finish.
         CHANGED.notify_all();
     }
 }

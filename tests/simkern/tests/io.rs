@@ -307,6 +307,23 @@ fn a_transfer_larger_than_maxio_is_split_invisibly() {
 }
 
 #[test]
+fn reads_complete_when_the_port_moves_their_data_later_on_its_own_thread() {
+    // A frontend whose DATA-IN moves end asynchronously (samethr false), as
+    // CTL's CAM target frontend does, instead of at once as cfiscsi's do.
+    let d = disk(4096);
+    let (m, lun) = machine(64 * 1024, vec![d.clone()]);
+    ctl::frontend::set_deferred_data_in(true);
+    let payload = data(9, 300 * 512);
+    ok(&ctl::execute(lun, &Cmd::write(&cdb10(0x2a, 0, 10, 300), &payload)));
+    let cmds = (0..64u32).map(|i| Cmd::read(&cdb10(0x28, 0, 10 + i, 300 - i as u16), (300 - i as usize) * 512));
+    for (i, r) in ctl::run(lun, cmds, 16).iter().enumerate() {
+        ok(r);
+        assert_eq!(r.data, payload[i * 512..], "read {i}");
+    }
+    shut_down(m, lun);
+}
+
+#[test]
 fn a_medium_error_in_a_later_chunk_keeps_the_devices_sense_and_the_whole_residual() {
     let d = disk(4096);
     let (m, lun) = machine(64 * 1024, vec![d.clone()]);

@@ -71,7 +71,7 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 }
 
 fn write(lba: u32, data: &[u8]) {
-    let r = exec(&write10(lba, (data.len() / BS) as u16), DirectData::Out(data.to_vec()));
+    let r = exec(&write10(lba, (data.len() / BS) as u16), DirectData::Out(data.into()));
     assert!(r.is_ok(), "write at {lba}: {r:?}");
 }
 
@@ -104,7 +104,10 @@ fn failed(cam_status: u32, scsi_status: u8, sense: Vec<u8>, resid: u32) -> Direc
 fn direct_commands_read_what_was_written() {
     let m = boot();
     let data = pattern(3, 8 * BS);
-    assert_eq!(exec(&write10(100, 8), DirectData::Out(data.clone())), ok(0, Vec::new()));
+    assert_eq!(
+        exec(&write10(100, 8), DirectData::Out(data.as_slice().into())),
+        ok(0, Vec::new())
+    );
     assert_eq!(exec(&read10(100, 8), DirectData::In(4096)), ok(0, data.clone()));
     // A larger buffer than the command moves: the residual says so.
     assert_eq!(
@@ -325,7 +328,7 @@ fn check_condition_without_autosense_leaves_the_sense_for_request_sense() {
         0,
         Fault::new(Match::opcode(0x2a), Effect::NoAutosense { sense: sense.clone() }),
     );
-    let r = exec(&write10(5, 1), DirectData::Out(vec![0xee; 512]));
+    let r = exec(&write10(5, 1), DirectData::Out(vec![0xee; 512].into()));
     assert_eq!(
         r,
         DirectResult {
@@ -404,7 +407,7 @@ fn cam_errors_complete_the_ccb_without_executing() {
     ] {
         cam::inject(0, 0, 0, Fault::new(Match::opcode(0x2a), Effect::Cam(status)));
         let executed = cam::device_stats(0, 0, 0).executed;
-        let r = exec(&write10(9, 2), DirectData::Out(vec![0x55; 1024]));
+        let r = exec(&write10(9, 2), DirectData::Out(vec![0x55; 1024].into()));
         assert_eq!(r, failed(status, GOOD, Vec::new(), 1024), "status {status:#x}");
         assert_eq!(cam::device_stats(0, 0, 0).executed, executed);
         assert_eq!(cam::device_stats(0, 0, 0).completed.get(&status), Some(&1));
@@ -460,7 +463,7 @@ fn a_short_write_writes_the_blocks_that_arrived() {
     let data = pattern(0x11, 8 * BS);
     cam::inject(0, 0, 0, Fault::new(Match::opcode(0x2a), Effect::short(1500)));
     assert_eq!(
-        exec(&write10(32, 8), DirectData::Out(data.clone())),
+        exec(&write10(32, 8), DirectData::Out(data.as_slice().into())),
         ok(8 * 512 - 1500, Vec::new())
     );
     let mut expected = data[..1024].to_vec();
@@ -484,7 +487,7 @@ fn a_short_write_writes_the_blocks_that_arrived() {
         ),
     );
     assert_eq!(
-        exec(&write10(48, 1), DirectData::Out(data[..512].to_vec())),
+        exec(&write10(48, 1), DirectData::Out(data[..512].into())),
         failed(sys::CAM_SCSI_STATUS_ERROR, CHECK, fixed_sense(0x0b, 0x47, 0, None), 412)
     );
     assert_eq!(

@@ -50,8 +50,9 @@ pub enum DirectData {
     None,
     /// Room for this many bytes from the device (`CAM_DIR_IN`).
     In(u32),
-    /// These bytes to the device (`CAM_DIR_OUT`).
-    Out(Vec<u8>),
+    /// These bytes to the device (`CAM_DIR_OUT`); shared, as the device
+    /// only reads them.
+    Out(Arc<[u8]>),
     /// Room from the device in segments of these lengths, sent as a
     /// `CAM_DATA_SG` list.
     InSg(Vec<u32>),
@@ -121,8 +122,10 @@ impl Default for DirectOptions {
 /// completion (through `periph_priv`).
 struct Request {
     done: Box<dyn FnOnce(DirectResult) + Send>,
-    /// The data-in room or data-out bytes of a flat transfer.
+    /// The data-in room of a flat transfer.
     flat: Vec<u8>,
+    /// The data-out bytes of a flat transfer.
+    shared: Option<Arc<[u8]>>,
     /// The segments' buffers of a `CAM_DATA_SG` transfer.
     segments: Vec<Vec<u8>>,
     /// The `bus_dma_segment_t` list describing them.
@@ -165,7 +168,7 @@ pub fn submit_direct_with(
 enum Buffers {
     None,
     In(Vec<u8>),
-    Out(Vec<u8>),
+    Out(Arc<[u8]>),
     InSg(Vec<Vec<u8>>),
     OutSg(Vec<Vec<u8>>),
 }
@@ -195,6 +198,7 @@ fn submit(
     let mut req = Box::new(Request {
         done,
         flat: Vec::new(),
+        shared: None,
         segments: Vec::new(),
         sg: Vec::new(),
         long_cdb: Vec::new(),
@@ -209,7 +213,7 @@ fn submit(
             (sys::CAM_DIR_IN, false)
         }
         Buffers::Out(v) => {
-            req.flat = v;
+            req.shared = Some(v);
             (sys::CAM_DIR_OUT, false)
         }
         Buffers::InSg(v) => {
@@ -233,6 +237,9 @@ fn submit(
             .collect();
         let total: usize = req.segments.iter().map(Vec::len).sum();
         (req.sg.as_mut_ptr().cast::<u8>(), total, req.sg.len())
+    } else if let Some(out) = &req.shared {
+        // The device reads data-out only (CAM_DIR_OUT).
+        (out.as_ptr().cast_mut(), out.len(), 0)
     } else {
         (req.flat.as_mut_ptr(), req.flat.len(), 0)
     };

@@ -35,24 +35,20 @@
 
 use std::cell::Cell;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::ffi::{c_int, c_ulong};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::fault::{Action, Fault, Faults, shorten_write};
 use super::{device_at, io, path_ref};
 use crate::devices::{CHECK_CONDITION, Command, GOOD, Outcome, ScsiDevice};
+use crate::fasthash::FastMap;
+use crate::idle::Doorbell;
 use crate::{kpanic, sys};
 
 /// How long an idle SIM thread waits for work before it ends.
 const IDLE_EXIT: Duration = Duration::from_secs(1);
-
-/// How long a SIM thread that ran out of work polls (yielding the CPU)
-/// for new work before it blocks: a command submitted meanwhile from
-/// another thread starts without a futex wake-up (tens of µs on a VM).
-const IDLE_POLL: Duration = Duration::from_micros(50);
 
 /// The largest margin before a deadline that the SIM thread spins
 /// through instead of sleeping.
@@ -174,7 +170,7 @@ pub struct DeviceStats {
 #[derive(Default)]
 struct BufferLog {
     ring: VecDeque<(usize, usize)>,
-    counts: HashMap<(usize, usize), u32>,
+    counts: FastMap<(usize, usize), u32>,
 }
 
 impl BufferLog {
@@ -372,7 +368,7 @@ pub(super) struct Sim {
     wake: Condvar,
     /// Bumped (under the state lock) whenever there may be new work: a
     /// queued CCB, a thawed queue.  A spinning SIM thread watches it.
-    work: AtomicU64,
+    work: Doorbell,
 }
 
 /// How late the SIM thread wakes from a timed sleep, learnt as it goes
@@ -401,28 +397,6 @@ impl WakeModel {
         self.mean += err / 16.0;
         self.dev += (err.abs() - self.dev) / 16.0;
     }
-}
-
-/// Waits, yielding the CPU, until `deadline` or until `work` moves from
-/// `seen` (a yield costs a fraction of a µs when no other thread wants the
-/// CPU, and lets one run when some does).
-fn spin_until(deadline: Instant, work: &AtomicU64, seen: u64) {
-    while Instant::now() < deadline && work.load(AtomicOrdering::Acquire) == seen {
-        std::thread::yield_now();
-    }
-}
-
-/// Polls `work` for `period`, yielding the CPU between looks; says whether
-/// it moved from `seen`.
-fn poll(period: Duration, work: &AtomicU64, seen: u64) -> bool {
-    let end = Instant::now() + period;
-    while Instant::now() < end {
-        if work.load(AtomicOrdering::Acquire) != seen {
-            return true;
-        }
-        std::thread::yield_now();
-    }
-    work.load(AtomicOrdering::Acquire) != seen
 }
 
 struct SimState {
@@ -474,7 +448,7 @@ impl Sim {
                 seq: 0,
             }),
             wake: Condvar::new(),
-            work: AtomicU64::new(0),
+            work: Doorbell::new(),
         })
     }
 
@@ -496,7 +470,7 @@ impl Sim {
         if st.gone {
             return;
         }
-        self.work.fetch_add(1, AtomicOrdering::Release);
+        self.work.ring();
         if !st.thread {
             st.thread = true;
             drop(st);
@@ -694,7 +668,7 @@ fn sim_thread(sim: &Arc<Sim>) {
             starts.push(start);
         }
         if due.is_empty() && starts.is_empty() {
-            let seen = sim.work.load(AtomicOrdering::Acquire);
+            let seen = sim.work.seen();
             if let Some(deadline) = st.in_flight.peek().map(|f| f.0.deadline) {
                 let margin = wake.margin();
                 if deadline > now + margin + Duration::from_micros(2) {
@@ -711,7 +685,7 @@ fn sim_thread(sim: &Arc<Sim>) {
                     }
                 } else {
                     drop(st);
-                    spin_until(deadline, &sim.work, seen);
+                    sim.work.poll_until(deadline, seen);
                     st = sim.lock();
                 }
                 continue;
@@ -719,7 +693,7 @@ fn sim_thread(sim: &Arc<Sim>) {
             if !polled {
                 polled = true;
                 drop(st);
-                poll(IDLE_POLL, &sim.work, seen);
+                sim.work.poll(seen);
                 st = sim.lock();
                 continue;
             }

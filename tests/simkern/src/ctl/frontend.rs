@@ -6,14 +6,20 @@
 //! list of uneven segments ([`SEGMENT_SIZES`], cycling), and its expected
 //! data transfer length (EDTL: the buffer's size).  The port builds a
 //! `union ctl_io` for it (nexus, 16-byte CDB as iSCSI delivers it, task
-//! attribute, a unique tag) and queues it to CTL.  Data moves
-//! (`fe_datamove`) run on the port's own threads ([`WORKERS`] of them, fed
-//! by a queue): each copies between the initiator's buffer, from byte
+//! attribute, a unique tag) and queues it to CTL.  A data move
+//! (`fe_datamove`) copies between the initiator's buffer, from byte
 //! `kern_rel_offset` of the transfer, and the kernel buffer (flat, or a
-//! `ctl_sg_entry` list), records `kern_total_len` as cfiscsi does, and
-//! ends in `ctl_datamove_done(io, false)`.  The residual the initiator
-//! sees is EDTL minus the `kern_total_len` of the last data move (0 when
-//! there was none: full underflow); negative is an overflow.
+//! `ctl_sg_entry` list), and ends in `ctl_datamove_done`.  As in cfiscsi, a DATA-IN move is done at
+//! once, on the thread that called `ctl_datamove` (`samethr` true:
+//! cfiscsi_datamove_in queues its Data-In PDUs and returns), while a
+//! DATA-OUT move completes later on one of the port's threads ([`WORKERS`]
+//! of them, fed by a queue; `samethr` false), as Data-Out PDUs answering
+//! an R2T arrive on a connection's receive thread.  [`set_deferred_data_in`]
+//! moves DATA-IN to the port's threads too, as a frontend whose transport
+//! completes each move asynchronously does (CTL's CAM target frontend).
+//! The residual the initiator sees is, as cfiscsi_scsi_command_done
+//! computes it, EDTL minus `kern_total_len` when the I/O completes (0 if
+//! the backend never set it: full underflow); negative is an overflow.
 //!
 //! Where the model differs from cfiscsi:
 //! - a DATA-IN move that would run past the initiator's buffer is refused
@@ -33,12 +39,12 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::idle::Doorbell;
 use crate::{kpanic, lock, malloc, sys};
 
 /// The sizes of the initiator's buffer segments, in order and cycling, so
@@ -46,7 +52,7 @@ use crate::{kpanic, lock, malloc, sys};
 pub const SEGMENT_SIZES: [usize; 6] = [512, 4096, 1000, 65536, 7, 8192];
 
 /// Threads serving data moves.
-pub const WORKERS: usize = 2;
+pub const WORKERS: usize = 1;
 
 /// `port_status` of a DATA-IN move refused because it would run past the
 /// initiator's buffer.
@@ -94,8 +100,9 @@ pub struct Cmd {
     /// The CDB (up to 16 bytes go in the iSCSI PDU; longer ones are kept
     /// whole).
     pub cdb: Vec<u8>,
-    /// The data sent (its length is the EDTL of a write).
-    pub data_out: Vec<u8>,
+    /// The data sent (its length is the EDTL of a write); shared, as the
+    /// port only reads it.
+    pub data_out: Arc<[u8]>,
     /// The buffer for data received (the EDTL of a read).  A command has
     /// data one way at most.
     pub data_in_len: usize,
@@ -125,7 +132,16 @@ impl Cmd {
     pub fn write(cdb: &[u8], data: &[u8]) -> Cmd {
         Cmd {
             cdb: cdb.to_vec(),
-            data_out: data.to_vec(),
+            data_out: data.into(),
+            ..Cmd::default()
+        }
+    }
+
+    /// A SIMPLE command sending `data`, which other commands may share.
+    pub fn write_shared(cdb: &[u8], data: Arc<[u8]>) -> Cmd {
+        Cmd {
+            cdb: cdb.to_vec(),
+            data_out: data,
             ..Cmd::default()
         }
     }
@@ -177,12 +193,25 @@ impl DatamoveStats {
     /// (address, length): with the data buffers of a backend's CCBs, the
     /// moves that used the CCBs' memory rather than a copy of it.
     pub fn segments_within(&self, buffers: &[(usize, usize)]) -> usize {
+        // The buffers sorted, overlapping ones merged (a buffer used again
+        // is logged again), so that each segment is one binary search.
+        let mut ranges: Vec<(usize, usize)> = buffers
+            .iter()
+            .map(|&(base, size)| (base, base.saturating_add(size)))
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if start < last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
         self.segments
             .iter()
             .filter(|&&(addr, len)| {
-                buffers
-                    .iter()
-                    .any(|&(base, size)| addr >= base && addr.saturating_add(len) <= base.saturating_add(size))
+                let i = merged.partition_point(|&(start, _)| start <= addr);
+                i > 0 && addr.saturating_add(len) <= merged[i - 1].1
             })
             .count()
     }
@@ -240,6 +269,21 @@ impl SgBuffer {
             left -= n;
         }
         SgBuffer { segs }
+    }
+
+    /// Its size in bytes.
+    fn len(&self) -> usize {
+        self.segs.iter().map(Vec::len).sum()
+    }
+
+    /// Overwrites it with `data`, which is as long as it.
+    fn fill(&mut self, data: &[u8]) {
+        let mut rest = data;
+        for seg in &mut self.segs {
+            let (head, tail) = rest.split_at(seg.len());
+            seg.copy_from_slice(head);
+            rest = tail;
+        }
     }
 
     /// Calls `f` with the pieces of bytes `off..off + len`, in order.
@@ -320,21 +364,27 @@ impl KernelCursor<'_> {
 enum Sink {
     /// An initiator thread waiting for this command alone.
     Wait(Arc<Waiter>),
-    /// A stream of completions, tagged with the command's index.
-    Queue(mpsc::Sender<(usize, Response)>, usize),
+    /// A run of commands ([`run_with`]), at this index.
+    Run(Arc<Runner>, usize),
 }
 
 impl Sink {
-    fn deliver(self, response: Response) {
+    /// Whether the response carries the data received.
+    fn wants_data(&self) -> bool {
+        match self {
+            Sink::Wait(_) => true,
+            Sink::Run(r, _) => r.keep_data,
+        }
+    }
+
+    /// Hands over the response, and the initiator's buffer back.
+    fn deliver(self, response: Response, buf: SgBuffer) {
         match self {
             Sink::Wait(w) => {
                 *w.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(response);
                 w.cv.notify_all();
             }
-            Sink::Queue(tx, index) => {
-                // A receiver that is gone has given up waiting.
-                let _ = tx.send((index, response));
-            }
+            Sink::Run(r, index) => r.complete(index, response, buf),
         }
     }
 }
@@ -355,8 +405,6 @@ struct Task {
     write_len: usize,
     /// Expected data transfer length.
     edtl: usize,
-    /// `kern_total_len` at the last data move.
-    total_len: u32,
     /// End of the furthest DATA-IN move.
     received: usize,
     /// A data move is under way.
@@ -381,13 +429,37 @@ unsafe fn task_of(io: *mut sys::ctl_io) -> *mut Task {
 
 static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
 
+/// DATA-IN moves go to the port's threads ([`set_deferred_data_in`]).
+static DEFERRED_DATA_IN: AtomicBool = AtomicBool::new(false);
+
+/// The port's transport takes the kernel buffers as they are
+/// ([`set_zero_copy`]).
+static ZERO_COPY: AtomicBool = AtomicBool::new(false);
+
+/// Whether the port's transport sends and receives data in the kernel
+/// buffers themselves, as an offloading NIC placing data directly (cxgbei's
+/// DDP, iSER) does, instead of copying between them and the initiator's
+/// buffer (the default).  Moves are accounted as before ([`datamove_stats`]),
+/// but no byte reaches the initiator or the kernel buffers: benchmarks use
+/// it to time the backend rather than the simulator's copies.
+pub fn set_zero_copy(on: bool) {
+    ZERO_COPY.store(on, Ordering::Relaxed);
+}
+
+/// Whether DATA-IN moves complete later on the port's threads (`samethr`
+/// false) instead of at once as cfiscsi's do (the default).
+pub fn set_deferred_data_in(on: bool) {
+    DEFERRED_DATA_IN.store(on, Ordering::Relaxed);
+}
+
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
 }
 
-/// Builds the I/O of `cmd` for LUN `lun` and queues it to CTL; the
-/// response goes to `sink`, possibly before this returns.
-fn submit(lun: u32, cmd: &Cmd, sink: Sink) {
+/// Builds the I/O of `cmd` for LUN `lun` and queues it to CTL, with `buf`
+/// (as long as the EDTL, holding the data of a write) as the initiator's
+/// buffer; the response goes to `sink`, possibly before this returns.
+fn submit(lun: u32, cmd: &Cmd, buf: SgBuffer, sink: Sink) {
     assert!(
         cmd.data_out.is_empty() || cmd.data_in_len == 0,
         "bidirectional commands are not supported (CDB {:02x?})",
@@ -431,25 +503,22 @@ fn submit(lun: u32, cmd: &Cmd, sink: Sink) {
             let data = SCRATCH.with(|scratch| scratch.borrow()[..n].to_vec());
             // SAFETY: CTL did not take the I/O; it is the port's to free.
             unsafe { malloc::simkern_free(io.cast(), super::io_type()) };
-            sink.deliver(Response {
-                status: outcome.status,
-                sense: outcome.sense,
-                data,
-                residual: edtl as i64 - outcome.transferred as i64,
-            });
+            sink.deliver(
+                Response {
+                    status: outcome.status,
+                    sense: outcome.sense,
+                    data,
+                    residual: edtl as i64 - outcome.transferred as i64,
+                },
+                buf,
+            );
         }
         Err(disposition) => {
-            let buf = if write_len > 0 {
-                SgBuffer::from_data(&cmd.data_out)
-            } else {
-                SgBuffer::zeroed(read_len)
-            };
             let task = Box::new(Task {
                 buf,
                 read_len,
                 write_len,
                 edtl,
-                total_len: 0,
                 received: 0,
                 moving: false,
                 lun,
@@ -466,21 +535,28 @@ fn submit(lun: u32, cmd: &Cmd, sink: Sink) {
     }
 }
 
-/// fe_datamove: queues the move to the port's threads.
+/// fe_datamove: moves DATA-IN at once, and queues DATA-OUT to the port's
+/// threads.
 ///
 /// # Safety
 ///
 /// `io` is an I/O CTL holds that came from the port, set up for a move.
 pub(super) unsafe fn datamove(io: *mut sys::ctl_io) {
     // SAFETY: the caller's contract.
-    unsafe {
+    let data_in = unsafe {
         let task = task_of(io);
         if (*task).moving {
             kpanic!("cfiscsi_datamove: I/O {io:p} is already moving data (ctl_datamove again before be_move_done)");
         }
         (*task).moving = true;
+        (*io).io_hdr.flags & sys::CTL_FLAG_DATA_MASK == sys::CTL_FLAG_DATA_IN
+    };
+    if data_in && !DEFERRED_DATA_IN.load(Ordering::Relaxed) {
+        // SAFETY: the caller's contract.
+        unsafe { serve(io, true) };
+    } else {
+        enqueue(io);
     }
-    enqueue(io);
 }
 
 /// The kernel buffer of a move: (address, length) segments covering
@@ -530,21 +606,22 @@ unsafe fn kernel_segments(io: *mut sys::ctl_io, len: usize) -> Vec<(*mut u8, usi
     segs
 }
 
-/// One data move, on a port thread (cfiscsi_datamove_in/out).
+/// One data move (cfiscsi_datamove_in/out), on the thread that asked for
+/// it (`samethr`) or on a port thread.
 ///
 /// # Safety
 ///
-/// `io` is an I/O the port queued for a move.
-unsafe fn serve(io: *mut sys::ctl_io) {
+/// `io` is an I/O set up for a move that the port holds.
+unsafe fn serve(io: *mut sys::ctl_io, samethr: bool) {
     // SAFETY: the caller's contract: the backend waits for be_move_done
     // and leaves the I/O and its buffers to the port meanwhile.
     unsafe {
         let task = &mut *task_of(io);
         let s = &raw mut (*io).scsiio;
-        task.total_len = (*s).kern_total_len;
         let off = (*s).kern_rel_offset as usize;
         let len = (*s).kern_data_len as usize;
         let data_in = (*io).io_hdr.flags & sys::CTL_FLAG_DATA_MASK == sys::CTL_FLAG_DATA_IN;
+        let copy = !ZERO_COPY.load(Ordering::Relaxed);
         let (segs, moved) = if data_in {
             if off.saturating_add(len) > task.read_len {
                 (*io).io_hdr.port_status = PORT_STATUS_OVERRUN;
@@ -556,7 +633,9 @@ unsafe fn serve(io: *mut sys::ctl_io) {
                     index: 0,
                     offset: 0,
                 };
-                task.buf.pieces_mut(off, len, |piece| cursor.copy(piece, false));
+                if copy {
+                    task.buf.pieces_mut(off, len, |piece| cursor.copy(piece, false));
+                }
                 task.received = task.received.max(off + len);
                 (segs, len)
             }
@@ -568,15 +647,17 @@ unsafe fn serve(io: *mut sys::ctl_io) {
                 index: 0,
                 offset: 0,
             };
-            task.buf.pieces_mut(off, n, |piece| cursor.copy(piece, true));
+            if copy {
+                task.buf.pieces_mut(off, n, |piece| cursor.copy(piece, true));
+            }
             (segs, n)
         };
         (*s).kern_data_resid -= moved as u32;
         record(task.lun, &segs, moved);
         task.moving = false;
-        super::ctl_datamove_done(io, false);
+        super::ctl_datamove_done(io, samethr);
     }
-    if !lock::held_names().is_empty() {
+    if !samethr && !lock::holds_none() {
         kpanic!(
             "be_move_done returned to the port with locks held: {:?}",
             lock::held_names()
@@ -622,16 +703,22 @@ pub(super) unsafe fn done(io: *mut sys::ctl_io) {
         }
         let n = usize::from(s.sense_len).min(std::mem::size_of_val(&s.sense_data));
         let sense = std::slice::from_raw_parts((&raw const s.sense_data).cast::<u8>(), n).to_vec();
+        let data = if task.sink.wants_data() {
+            task.buf.to_vec(task.received)
+        } else {
+            Vec::new()
+        };
         let response = Response {
             status: s.scsi_status,
             sense,
-            data: task.buf.to_vec(task.received),
-            residual: task.edtl as i64 - i64::from(task.total_len),
+            data,
+            residual: task.edtl as i64 - i64::from(s.kern_total_len),
         };
         malloc::simkern_free(io.cast(), super::io_type());
         (task, response)
     };
-    task.sink.deliver(response);
+    let Task { buf, sink, .. } = *task;
+    sink.deliver(response, buf);
 }
 
 // --- the port's threads ---
@@ -641,22 +728,34 @@ struct Pool {
     queue: VecDeque<usize>,
     stop: bool,
     threads: Vec<JoinHandle<()>>,
+    /// Threads blocked on [`POOL_CV`].
+    sleeping: usize,
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
     queue: VecDeque::new(),
     stop: false,
     threads: Vec::new(),
+    sleeping: 0,
 });
 static POOL_CV: Condvar = Condvar::new();
+static POOL_WORK: Doorbell = Doorbell::new();
 
 fn pool() -> MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts the port's threads (at boot) and clears the statistics.
+/// Starts the port's threads (at boot), clears the statistics and sets
+/// the port's defaults.
 pub(super) fn start_port() {
     reset_datamove_stats();
+    set_zero_copy(false);
+    set_deferred_data_in(false);
+    spawn_threads();
+}
+
+/// Starts the port's threads if they are not running.
+fn spawn_threads() {
     let mut p = pool();
     if !p.threads.is_empty() {
         return;
@@ -686,12 +785,20 @@ pub(super) fn stop_port() {
 
 fn enqueue(io: *mut sys::ctl_io) {
     if pool().threads.is_empty() {
-        start_port();
+        spawn_threads();
     }
-    pool().queue.push_back(io as usize);
-    POOL_CV.notify_one();
+    let mut p = pool();
+    p.queue.push_back(io as usize);
+    POOL_WORK.ring();
+    let wake = p.sleeping > 0;
+    drop(p);
+    if wake {
+        POOL_CV.notify_one();
+    }
 }
 
+/// A port thread: serves queued moves, waiting for them as every simulated
+/// kernel thread waits ([`crate::idle`]).
 fn worker() {
     loop {
         let io = {
@@ -703,12 +810,20 @@ fn worker() {
                 if p.stop {
                     break None;
                 }
-                p = POOL_CV.wait(p).unwrap_or_else(|e| e.into_inner());
+                let seen = POOL_WORK.seen();
+                drop(p);
+                POOL_WORK.poll(seen);
+                p = pool();
+                if p.queue.is_empty() && !p.stop {
+                    p.sleeping += 1;
+                    p = POOL_CV.wait(p).unwrap_or_else(|e| e.into_inner());
+                    p.sleeping -= 1;
+                }
             }
         };
         match io {
             // SAFETY: queued by datamove for an I/O set up for a move.
-            Some(io) => unsafe { serve(io as *mut sys::ctl_io) },
+            Some(io) => unsafe { serve(io as *mut sys::ctl_io, false) },
             None => return,
         }
     }
@@ -716,10 +831,19 @@ fn worker() {
 
 // --- the initiator ---
 
+/// A fresh initiator buffer for `cmd`.
+fn buffer_for(cmd: &Cmd) -> SgBuffer {
+    if cmd.data_out.is_empty() {
+        SgBuffer::zeroed(cmd.data_in_len)
+    } else {
+        SgBuffer::from_data(&cmd.data_out)
+    }
+}
+
 /// Sends `cmd` to LUN `lun` and waits for its response.
 pub fn execute(lun: u32, cmd: &Cmd) -> Response {
     let waiter = Arc::new(Waiter::default());
-    submit(lun, cmd, Sink::Wait(waiter.clone()));
+    submit(lun, cmd, buffer_for(cmd), Sink::Wait(waiter.clone()));
     let mut slot = waiter.slot.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         if let Some(response) = slot.take() {
@@ -740,33 +864,132 @@ pub fn execute(lun: u32, cmd: &Cmd) -> Response {
 /// returns their responses in the order the commands were given (they may
 /// complete in any order).
 pub fn run(lun: u32, cmds: impl IntoIterator<Item = Cmd>, queue_depth: usize) -> Vec<Response> {
-    let depth = queue_depth.max(1);
-    let (tx, rx) = mpsc::channel::<(usize, Response)>();
-    let mut responses: Vec<Option<Response>> = Vec::new();
-    let mut in_flight = 0usize;
-    let receive = |responses: &mut Vec<Option<Response>>| match rx.recv_timeout(COMMAND_DEADLINE) {
-        Ok((index, response)) => {
-            if responses[index].replace(response).is_some() {
-                kpanic!("command {index} on LUN {lun} completed twice");
+    run_with(lun, cmds, queue_depth, true)
+}
+
+/// A run of commands: each completion sends the next command, on the
+/// thread that completed it (as a busy initiator answers a response with
+/// its next command, and as [`crate::cam::run_direct`] does), so that no
+/// initiator thread stands between two commands.
+struct Runner {
+    lun: u32,
+    keep_data: bool,
+    total: usize,
+    state: Mutex<RunState>,
+    finished: Condvar,
+}
+
+struct RunState {
+    pending: VecDeque<(usize, Cmd)>,
+    responses: Vec<Option<Response>>,
+    done: usize,
+    /// Initiator buffers to use again (without `keep_data`).
+    buffers: Vec<SgBuffer>,
+    /// Completions that arrived on a thread while it was sending a
+    /// command of this run: the commands they free are sent by that
+    /// thread's loop in [`Runner::send`], not by a nested call.
+    deferred: usize,
+}
+
+thread_local! {
+    /// The run this thread is sending a command of, if any.
+    static SENDING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Runner {
+    fn lock(&self) -> MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends up to `n` more commands, and those that completions arriving
+    /// meanwhile on this thread free.
+    fn send(self: &Arc<Self>, mut n: usize) {
+        let me = Arc::as_ptr(self) as usize;
+        let outer = SENDING.with(|s| s.replace(me));
+        while n > 0 {
+            let (index, cmd, buf) = {
+                let mut st = self.lock();
+                let Some((index, cmd)) = st.pending.pop_front() else {
+                    break;
+                };
+                let edtl = cmd.data_in_len.max(cmd.data_out.len());
+                let reused = st.buffers.iter().position(|b| b.len() == edtl);
+                let buf = match reused.map(|i| st.buffers.swap_remove(i)) {
+                    Some(mut b) => {
+                        // A zero-copy transport places the data itself.
+                        if !cmd.data_out.is_empty() && !ZERO_COPY.load(Ordering::Relaxed) {
+                            b.fill(&cmd.data_out);
+                        }
+                        b
+                    }
+                    None => buffer_for(&cmd),
+                };
+                (index, cmd, buf)
+            };
+            submit(self.lun, &cmd, buf, Sink::Run(self.clone(), index));
+            n = n - 1 + std::mem::take(&mut self.lock().deferred);
+        }
+        SENDING.with(|s| s.set(outer));
+    }
+
+    /// Takes the response of command `index` and sends the next command.
+    fn complete(self: &Arc<Self>, index: usize, response: Response, buf: SgBuffer) {
+        {
+            let mut st = self.lock();
+            if st.responses[index].replace(response).is_some() {
+                kpanic!("command {index} on LUN {} completed twice", self.lun);
+            }
+            st.done += 1;
+            if !self.keep_data {
+                st.buffers.push(buf);
+            }
+            if st.done == self.total {
+                self.finished.notify_all();
+            }
+            if SENDING.with(|s| s.get()) == Arc::as_ptr(self) as usize {
+                st.deferred += 1;
+                return;
             }
         }
-        Err(_) => kpanic!("no command on LUN {lun} completed in {COMMAND_DEADLINE:?}"),
-    };
-    for cmd in cmds {
-        while in_flight >= depth {
-            receive(&mut responses);
-            in_flight -= 1;
+        self.send(1);
+    }
+}
+
+/// [`run`]; without `keep_data` the responses have no data (their
+/// residuals say what moved) and the initiator's buffers are used again,
+/// so that a long run of large transfers allocates `queue_depth` of them.
+pub fn run_with(lun: u32, cmds: impl IntoIterator<Item = Cmd>, queue_depth: usize, keep_data: bool) -> Vec<Response> {
+    let pending: VecDeque<(usize, Cmd)> = cmds.into_iter().enumerate().collect();
+    let total = pending.len();
+    let runner = Arc::new(Runner {
+        lun,
+        keep_data,
+        total,
+        state: Mutex::new(RunState {
+            pending,
+            responses: vec![None; total],
+            done: 0,
+            buffers: Vec::new(),
+            deferred: 0,
+        }),
+        finished: Condvar::new(),
+    });
+    runner.send(queue_depth.max(1));
+    let mut st = runner.lock();
+    let mut last = (st.done, std::time::Instant::now());
+    while st.done < total {
+        let (g, _) = runner
+            .finished
+            .wait_timeout(st, Duration::from_secs(1))
+            .unwrap_or_else(|e| e.into_inner());
+        st = g;
+        if st.done != last.0 {
+            last = (st.done, std::time::Instant::now());
+        } else if last.1.elapsed() >= COMMAND_DEADLINE {
+            kpanic!("no command on LUN {lun} completed in {COMMAND_DEADLINE:?}");
         }
-        let index = responses.len();
-        responses.push(None);
-        submit(lun, &cmd, Sink::Queue(tx.clone(), index));
-        in_flight += 1;
     }
-    while in_flight > 0 {
-        receive(&mut responses);
-        in_flight -= 1;
-    }
-    responses
+    std::mem::take(&mut st.responses)
         .into_iter()
         .enumerate()
         .map(|(i, r)| r.unwrap_or_else(|| kpanic!("command {i} on LUN {lun} has no response")))
