@@ -1307,6 +1307,22 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// `ctladm create` with no option but the backend's: a direct-access
+    /// LUN, size, block size, number, serial and device id left to the
+    /// backend.
+    pub fn create() -> Request {
+        Request::Create {
+            device_type: 0,
+            size: 0,
+            blocksize: 0,
+            lun_id: None,
+            serial: None,
+            device_id: None,
+        }
+    }
+}
+
 /// What came back: the request's status, error string and (for create)
 /// the fields the backend wrote back.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -142,14 +142,7 @@ fn lun_on(device: Arc<dyn ScsiDevice>, maxio: u32) -> (Machine, u32) {
         extra_backends: Vec::new(),
     });
     m.kldload().unwrap();
-    let req = Request::Create {
-        device_type: 0,
-        size: 0,
-        blocksize: 0,
-        lun_id: None,
-        serial: None,
-        device_id: None,
-    };
+    let req = Request::create();
     let r = ctl::lun_request("passthrough", &req, &[("cam", "0:0:0")]);
     assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
     let lun = r.created.unwrap().3;

@@ -277,14 +277,7 @@ impl Lab {
             lab.failures.push(format!("kldload: {e}"));
             return lab;
         }
-        let create = Request::Create {
-            device_type: 0,
-            size: 0,
-            blocksize: 0,
-            lun_id: None,
-            serial: None,
-            device_id: None,
-        };
+        let create = Request::create();
         let r = ctl::lun_request("passthrough", &create, &[("cam", "0:0:0")]);
         match r.created {
             Some(created) if r.status == sys::CTL_LUN_OK => {

@@ -99,14 +99,7 @@ fn machine(n: usize) -> (Machine, Vec<u32>) {
     m.kldload().expect("kldload ctlpass");
     let luns = (0..n)
         .map(|t| {
-            let req = Request::Create {
-                device_type: 0,
-                size: 0,
-                blocksize: 0,
-                lun_id: None,
-                serial: None,
-                device_id: None,
-            };
+            let req = Request::create();
             let r = ctl::lun_request("passthrough", &req, &[("cam", &format!("0:{t}:0"))]);
             assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
             let lun = r.created.expect("a created LUN").3;
