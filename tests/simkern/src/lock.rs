@@ -346,19 +346,8 @@ pub unsafe extern "C" fn _sleep(
         let wmesg = unsafe { CStr::from_ptr(wmesg) }.to_string_lossy();
         kpanic!("msleep(\"{wmesg}\"): interlock {} not held", name_of(c));
     }
-    let others: Vec<String> = HELD.with(|h| {
-        h.borrow()
-            .iter()
-            .filter(|&&a| a != c as usize)
-            .map(|&a| name_of(a as *mut usize))
-            .collect()
-    });
-    if !others.is_empty() {
-        kpanic!(
-            "msleep: sleeping with non-sleepable locks held besides the interlock: {}",
-            others.join(", ")
-        );
-    }
+    // The lock_object is the first member of struct mtx.
+    assert_may_sleep_holding(lock.cast::<sys::mtx>(), "msleep");
     let deadline = (sbt > 0).then(|| {
         Instant::now()
             + Duration::from_nanos(u64::try_from((i128::from(sbt) * 1_000_000_000) >> 32).unwrap_or(u64::MAX))

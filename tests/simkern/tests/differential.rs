@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use simkern::cam::{BusSpec, DeviceSpec};
+use simkern::cam::{BusSpec, DeviceSpec, lba_range};
 use simkern::ctl::frontend::Response;
 use simkern::ctl::{self, Cmd, Request};
 use simkern::devices::{Cdrom, Command, Identity, Outcome, RamDisk, ScsiDevice};
@@ -37,20 +37,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn range(cdb: &[u8]) -> Option<(u64, u64)> {
-    match cdb.len() {
-        10 => Some((
-            u64::from(u32::from_be_bytes(cdb[2..6].try_into().ok()?)),
-            u64::from(u16::from_be_bytes(cdb[7..9].try_into().ok()?)),
-        )),
-        16 => Some((
-            u64::from_be_bytes(cdb[2..10].try_into().ok()?),
-            u64::from(u32::from_be_bytes(cdb[10..14].try_into().ok()?)),
-        )),
-        _ => None,
-    }
-}
-
 impl<D: ScsiDevice> ScsiDevice for Faulty<D> {
     fn device_type(&self) -> u8 {
         self.inner.device_type()
@@ -61,12 +47,12 @@ impl<D: ScsiDevice> ScsiDevice for Faulty<D> {
     }
 
     fn execute(&self, cmd: Command<'_>) -> Outcome {
-        let r = range(cmd.cdb);
+        let r = lba_range(cmd.cdb);
         let hit = lock(&self.faults)
             .iter()
-            .find(|f| kind(cmd.cdb) == Some(f.opcode) && r.is_some_and(|(s, n)| (s..s + n).contains(&f.lba)))
+            .find(|f| kind(cmd.cdb) == Some(f.opcode) && r.as_ref().is_some_and(|r| r.contains(&f.lba)))
             .cloned();
-        let (Some(f), Some((start, _))) = (hit, r) else {
+        let (Some(f), Some(start)) = (hit, r.map(|r| r.start)) else {
             return self.inner.execute(cmd);
         };
         let blocks = (f.lba - start) as usize;

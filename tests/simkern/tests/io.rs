@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use simkern::cam::{BusSpec, DeviceSpec};
+use simkern::cam::{BusSpec, DeviceSpec, lba_range};
 use simkern::ctl::frontend::Response;
 use simkern::ctl::{self, Cmd, Reply, Request};
 use simkern::devices::{Cdrom, Command, Identity, Outcome, RamDisk, ScsiDevice};
@@ -41,21 +41,6 @@ struct Scripted<D> {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// LBA and blocks of a READ/WRITE/VERIFY 10 or 16.
-fn range(cdb: &[u8]) -> Option<(u64, u64)> {
-    match cdb.len() {
-        10 => Some((
-            u64::from(u32::from_be_bytes(cdb[2..6].try_into().ok()?)),
-            u64::from(u16::from_be_bytes(cdb[7..9].try_into().ok()?)),
-        )),
-        16 => Some((
-            u64::from_be_bytes(cdb[2..10].try_into().ok()?),
-            u64::from(u32::from_be_bytes(cdb[10..14].try_into().ok()?)),
-        )),
-        _ => None,
-    }
 }
 
 impl<D: ScsiDevice> Scripted<D> {
@@ -98,11 +83,11 @@ impl<D: ScsiDevice> ScsiDevice for Scripted<D> {
             .find(|f| {
                 cmd.cdb.first() == Some(&f.opcode)
                     && f.lba
-                        .is_none_or(|lba| range(cmd.cdb).is_some_and(|(s, n)| (s..s + n).contains(&lba)))
+                        .is_none_or(|lba| lba_range(cmd.cdb).is_some_and(|r| r.contains(&lba)))
             })
             .cloned();
         let Some(f) = hit else { return self.inner.execute(cmd) };
-        let start = range(cmd.cdb).map_or(0, |(s, _)| s);
+        let start = lba_range(cmd.cdb).map_or(0, |r| r.start);
         let blocks = f.moved.unwrap_or_else(|| f.lba.map_or(0, |l| (l - start) as usize));
         let bytes = (blocks * self.block).min(cmd.data_in.len().max(cmd.data_out.len()));
         // The blocks before the failure are read (or written) for real.

@@ -243,17 +243,9 @@ struct SgBuffer {
 impl SgBuffer {
     /// A buffer holding `data`.
     fn from_data(data: &[u8]) -> SgBuffer {
-        let mut segs = Vec::new();
-        let mut rest = data;
-        for &size in SEGMENT_SIZES.iter().cycle() {
-            if rest.is_empty() {
-                break;
-            }
-            let (seg, tail) = rest.split_at(size.min(rest.len()));
-            segs.push(seg.to_vec());
-            rest = tail;
-        }
-        SgBuffer { segs }
+        let mut buf = SgBuffer::zeroed(data.len());
+        buf.fill(data);
+        buf
     }
 
     /// A zeroed buffer of `len` bytes.
