@@ -242,6 +242,30 @@ fn thirty_two_commands_run_at_once() {
 }
 
 #[test]
+fn a_media_rate_moves_one_commands_data_after_another() {
+    let m = boot();
+    // 1 MB/s: each 8 KiB read spends 8.2 ms on the link, so 8 of them at
+    // once take at least 65 ms although they are all in flight together.
+    cam::set_latency(0, 0, 0, Duration::from_micros(100));
+    cam::set_media_rate(0, 0, 0, 1_000_000);
+    let t = Instant::now();
+    let results = cam::run_direct(0, 0, 0, (0..8).map(|i| read_in(i * 16, 16)).collect(), 8);
+    let took = t.elapsed();
+    assert!(results.iter().all(|r| r.is_ok() && r.data.len() == 8192));
+    assert!(took >= Duration::from_micros(8 * 8192), "8 × 8 KiB at 1 MB/s: {took:?}");
+    assert_eq!(cam::device_stats(0, 0, 0).max_in_flight, 8);
+    // A command without data takes the latency only.
+    let t = Instant::now();
+    assert!(exec(&[0u8; 6], DirectData::None).is_ok());
+    assert!(
+        t.elapsed() < Duration::from_millis(60),
+        "TEST UNIT READY: {:?}",
+        t.elapsed()
+    );
+    drop(m);
+}
+
+#[test]
 fn openings_bound_the_commands_in_flight() {
     let m = boot();
     cam::set_latency(0, 0, 0, Duration::from_millis(2));

@@ -16,7 +16,8 @@
 //!
 //! Each device has a SIM (`sim.rs`) that runs the `XPT_SCSI_IO` CCBs of
 //! every issuer in order, with a latency, openings, fault injection and
-//! counters a test sets and reads ([`set_latency`], [`set_openings`],
+//! counters a test sets and reads ([`set_latency`], [`set_media_rate`],
+//! [`set_openings`],
 //! [`inject`], [`device_stats`], [`ccb_buffers`]), and CCBs can be sent to
 //! a device directly, as a baseline for ctlpass's ([`submit_direct`],
 //! [`execute_direct`], [`run_direct`]).
@@ -39,7 +40,7 @@ pub use fault::{Count, Effect, Fault, Match, cdb_hash, fixed_sense, lba_range};
 pub use io::frozen;
 pub use sim::{
     BUFFER_LOG_LEN, DeviceStats, LATENESS_BOUNDS_US, Lateness, ccb_buffers, clear_faults, device_stats, inject,
-    reset_ccb_buffers, reset_device_stats, set_latency, set_openings,
+    reset_ccb_buffers, reset_device_stats, set_latency, set_media_rate, set_openings,
 };
 
 use crate::ctl::Response;

@@ -10,6 +10,11 @@
 //!   and all), then sleeps until the earliest deadline or new work, and
 //!   completes every command that is due in one batch.  With no latency the
 //!   device runs one command at a time and completes it at once, as before.
+//! - **Media rate.**  A device may also have a media rate
+//!   ([`set_media_rate`]): the data of its commands then crosses one link
+//!   at that rate, one command's after another, so a command completes when
+//!   its latency has passed and its bytes have been moved.  Without one (the
+//!   default) data takes no time, however large.
 //!   The thread's Linux timer slack is 1 ns (`PR_SET_TIMERSLACK`), so a
 //!   deadline is met within the kernel's wake-up latency; [`DeviceStats`]
 //!   has how late the completions were.
@@ -409,6 +414,10 @@ struct SimState {
     frozen: u32,
     openings: u32,
     latency: Duration,
+    /// Bytes per second the link moves; 0: data takes no time.
+    media_rate: u64,
+    /// When the link has moved the data of every started command.
+    link_free: Option<Instant>,
     present: bool,
     faults: Faults,
     /// Sense data the device holds for the next REQUEST SENSE.
@@ -437,6 +446,8 @@ impl Sim {
                 frozen: 0,
                 openings: openings.max(1),
                 latency: Duration::ZERO,
+                media_rate: 0,
+                link_free: None,
                 present: true,
                 faults: Faults::default(),
                 held_sense: None,
@@ -536,8 +547,9 @@ fn set_timer_slack() {
 
 impl SimState {
     /// Takes a queued CCB to start: maps its data, records its buffers,
-    /// and decides what happens to it (device gone, held sense, faults).
-    fn prepare(&mut self, ccb: usize) -> Start {
+    /// and decides what happens to it (device gone, held sense, faults)
+    /// and how long after `now` it completes.
+    fn prepare(&mut self, ccb: usize, now: Instant) -> Start {
         let ccb = ccb as *mut sys::ccb;
         // SAFETY: a queued XPT_SCSI_IO CCB, which the SIM owns until done.
         let csio = unsafe { &(*ccb).csio };
@@ -577,6 +589,15 @@ impl SimState {
             }
             Plan::Run(action)
         };
+        if self.media_rate > 0 {
+            // The data crosses the link once the latency has passed and the
+            // link has moved the data of the commands started before.
+            let moving = Duration::from_secs_f64(map.len() as f64 / self.media_rate as f64);
+            let ready = (now + wait).max(self.link_free.unwrap_or(now));
+            let done = ready + moving;
+            self.link_free = Some(done);
+            wait = done - now;
+        }
         Start {
             ccb: ccb as usize,
             cdb,
@@ -664,7 +685,7 @@ fn sim_thread(sim: &Arc<Sim>) {
         };
         while st.frozen == 0 && st.in_flight.len() + starts.len() < limit {
             let Some(ccb) = st.queue.pop_front() else { break };
-            let start = st.prepare(ccb);
+            let start = st.prepare(ccb, now);
             starts.push(start);
         }
         if due.is_empty() && starts.is_empty() {
@@ -939,6 +960,13 @@ fn sim_at(path_id: u32, target: u32, lun: u64) -> Arc<Sim> {
 /// and runs one command at a time).
 pub fn set_latency(path_id: u32, target: u32, lun: u64, latency: Duration) {
     sim_at(path_id, target, lun).lock().latency = latency;
+}
+
+/// Sets the media rate of the device at `path_id:target:lun` in bytes per
+/// second: the data of its commands crosses one link at that rate (0, the
+/// default, moves data in no time).
+pub fn set_media_rate(path_id: u32, target: u32, lun: u64, bytes_per_second: u64) {
+    sim_at(path_id, target, lun).lock().media_rate = bytes_per_second;
 }
 
 /// Sets the openings of the device at `path_id:target:lun` (the commands
