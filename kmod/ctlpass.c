@@ -127,3 +127,16 @@ ctlpass_task_init(struct task *task, task_fn_t *func, void *context)
 {
 	TASK_INIT(task, 0, func, context);
 }
+
+int
+ctlpass_callout_reset(struct callout *c, int ticks, callout_func_t *func,
+    void *arg)
+{
+	return (callout_reset(c, ticks, func, arg));
+}
+
+int
+ctlpass_callout_drain(struct callout *c)
+{
+	return (callout_drain(c));
+}

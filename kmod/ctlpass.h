@@ -51,5 +51,8 @@ void	ctlpass_pause(const char *wmesg, int ticks);
 int	ctlpass_msleep(const void *chan, struct mtx *m, int pri,
 	    const char *wmesg, int ticks);
 void	ctlpass_task_init(struct task *task, task_fn_t *func, void *context);
+int	ctlpass_callout_reset(struct callout *c, int ticks, callout_func_t *func,
+	    void *arg);
+int	ctlpass_callout_drain(struct callout *c);
 
 #endif /* _CTLPASS_SHIM_H_ */

@@ -440,6 +440,11 @@ pub fn resume(req: KBox<Request>) {
         // the request to: its memory goes back to malloc(9).
         return drop(req);
     };
+    if req.is_aborted() {
+        // A task management function aborted the I/O: CTL reports that,
+        // whatever the device said.
+        return finish(&lun, req, Finish::AsIs);
+    }
     match req.event {
         Event::BufferGranted => with_buffer(&lun, req),
         Event::DeviceDone => device_done(&lun, req),

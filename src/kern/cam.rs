@@ -309,6 +309,26 @@ impl<'a> PeriphLock<'a> {
         )
     }
 
+    /// Asks CAM to abort `ccb`, a CCB of one of this periph's active
+    /// requests (`XPT_ABORT`): if CAM or the SIM can, the CCB comes back
+    /// soon with `CAM_REQ_ABORTED`; otherwise (`CAM_UA_ABORT`, or whatever
+    /// the SIM says) it completes as it would have.  Returns CAM's answer.
+    pub fn abort(&self, ccb: ActiveCcb) -> CamStatus {
+        // SAFETY: union ccb is plain data; all-zeroes is valid.
+        let mut cab: sys::ccb = unsafe { mem::zeroed() };
+        // SAFETY: an immediate CCB on the periph's path; the victim is live
+        // while its request is active, which the held periph lock (this
+        // guard's invariant) keeps so until this returns.  XPT_ABORT does
+        // not call the victim's completion from here: CAM queues it.
+        unsafe {
+            sys::xpt_setup_ccb(&mut cab.ccb_h, self.periph.path().as_ptr(), CAM_PRIORITY_NORMAL);
+            cab.ccb_h.func_code = sys::XPT_ABORT;
+            cab.cab.abort_ccb = ccb.0.as_ptr();
+            sys::xpt_action(&mut cab);
+            CamStatus(cab.ccb_h.status & sys::CAM_STATUS_MASK)
+        }
+    }
+
     /// Removes the registration made by [`PeriphLock::register_lost_device`].
     pub fn deregister_async(&self) {
         let _ = register_async(0, self.periph.as_ptr().cast(), self.periph.path().as_ptr());
@@ -430,6 +450,7 @@ impl StartCcb {
             return periph::io::done(lock, req);
         };
         // The active queue owns the request; the CCB refers to it.
+        req.ccb = Some(ActiveCcb(self.0));
         let req_ptr: *const Request = &*req;
         q.active.push_back(req);
         // SAFETY: the CCB was allocated for this periph, whose lock is held;
@@ -452,6 +473,16 @@ impl StartCcb {
         }
     }
 }
+
+/// The CCB of a request in its periph's active queue: valid while the
+/// request is there, which the periph's lock keeps so (the completion
+/// takes it off the queue, under that lock, before the CCB is released).
+#[derive(Clone, Copy)]
+pub struct ActiveCcb(NonNull<sys::ccb>);
+
+// SAFETY: a CCB address; it is only dereferenced by CAM, in
+// `PeriphLock::abort`, under the lock that keeps the CCB allocated.
+unsafe impl Send for ActiveCcb {}
 
 /// `cam_fill_csio` with the CDB copied in, autosense into the CCB's own
 /// sense buffer and no retries.
@@ -521,6 +552,7 @@ unsafe extern "C" fn scsi_done(p: *mut sys::cam_periph, ccb: *mut sys::ccb) {
     match req {
         Some(mut req) => {
             req.result = result;
+            req.ccb = None;
             periph::io::done(&mut lock, req);
         }
         None => crate::printf!(

@@ -3,6 +3,7 @@
 //! `crate::periph`, and holds the entry points the C shim declares.
 
 pub mod alloc;
+pub mod callout;
 pub mod cam;
 pub mod ctl;
 pub mod entry;

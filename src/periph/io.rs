@@ -9,10 +9,24 @@
 //! Requests and buffers come from per-periph pools (the periph's device
 //! backs one LUN), so the steady state allocates nothing; queues are linked
 //! through the requests, so queueing never fails.
+//!
+//! Task management never reaches a backend: CTL only sets `CTL_FLAG_ABORT`
+//! on the I/Os an ABORT TASK, ABORT TASK SET, CLEAR TASK SET, LUN RESET or
+//! I_T NEXUS RESET hits.  The backend looks at the flag whenever a request
+//! comes back to it, and while requests are queued a scan runs every
+//! [`SCAN_INTERVAL_MS`]: it completes aborted requests still waiting in
+//! `incoming` at once, and asks CAM to abort (`XPT_ABORT`) the CCB of each
+//! aborted request that is `active`, which then completes when its CCB
+//! returns.  One callout serves every LUN: a callout per periph would have
+//! to be drained in the periph's destructor, which CAM may call where
+//! sleeping is not allowed; the module's is drained at unload.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::backend::io::Work;
 use crate::kern::alloc::KBox;
-use crate::kern::cam::{CamStatus, Periph, PeriphLock, ScsiCommand, ScsiResult, StartCcb};
+use crate::kern::callout::Callout;
+use crate::kern::cam::{self, ActiveCcb, CamStatus, Periph, PeriphLock, ScsiCommand, ScsiResult, StartCcb};
 use crate::kern::ctl::CtlIo;
 use crate::kern::pool::{BufPool, KBuf, PoolError, Slab};
 use crate::kern::queue::{Link, Linked, Stailq};
@@ -61,8 +75,19 @@ pub struct Request {
     pub event: Event,
     /// How often its command was sent again (`CAM_REQUEUE_REQ`).
     pub resends: u8,
+    /// The CCB of its command, while it is active.
+    pub ccb: Option<ActiveCcb>,
+    /// CAM was asked to abort that CCB.
+    abort_sent: bool,
     want: Want,
     link: Link<Request>,
+}
+
+impl Request {
+    /// Whether CTL aborted the request's I/O (a task management function).
+    pub fn is_aborted(&self) -> bool {
+        self.io.as_ref().is_some_and(CtlIo::is_aborted)
+    }
 }
 
 // SAFETY: `link` returns the `link` field.
@@ -114,19 +139,48 @@ static DONE: Mutex<Stailq<Request>> = Mutex::new(Stailq::new());
 /// Hands the requests of [`DONE`] to the backend.
 static DONE_TASK: Task = Task::new(complete_done);
 
-/// Module load: sets up the done queue and its task.
+/// How often, in milliseconds, the abort scan runs while requests are
+/// queued.
+pub const SCAN_INTERVAL_MS: i32 = 100;
+
+/// Runs the abort scan (from the softclock thread, where periphs cannot be
+/// walked: it only queues [`SCAN_TASK`]).
+static SCAN_CALLOUT: Callout = Callout::new(|| SCAN_TASK.enqueue());
+
+/// The abort scan.
+static SCAN_TASK: Task = Task::new(scan);
+
+/// [`SCAN_CALLOUT`] is pending, or a scan is under way that arms it again
+/// if requests remain.
+static SCAN_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// XPT_ABORTs sent, and those CAM did not take (the CCB then completes as
+/// it would have).
+static ABORTS_SENT: AtomicU64 = AtomicU64::new(0);
+static ABORTS_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Module load: sets up the done queue, the abort scan and their tasks.
 pub fn sysinit() {
+    SCAN_ARMED.store(false, Ordering::Relaxed);
+    ABORTS_SENT.store(0, Ordering::Relaxed);
+    ABORTS_REFUSED.store(0, Ordering::Relaxed);
     // SAFETY: once per load, before any request exists; sysuninit destroyed
-    // the previous load's.
+    // (or drained) the previous load's.
     unsafe {
         DONE.init(c"ctlpass done");
         DONE_TASK.init();
+        SCAN_TASK.init();
+        SCAN_CALLOUT.init();
     }
 }
 
-/// Module unload, once no request can exist: waits for the done task to
-/// finish and tears the queue down.
+/// Module unload, once no request can exist: stops the abort scan, waits
+/// for the done task to finish and tears the queue down.
 pub fn sysuninit() {
+    // A scan finds no periph now, so it does not arm the callout again.
+    SCAN_CALLOUT.drain();
+    SCAN_TASK.drain();
+    SCAN_CALLOUT.drain();
     DONE_TASK.drain();
     // SAFETY: the task is drained and no periph is left to complete a
     // request, so nothing uses DONE.
@@ -149,6 +203,8 @@ pub(crate) fn new_request(
         buf: None,
         event: Event::DeviceDone,
         resends: 0,
+        ccb: None,
+        abort_sent: false,
         want: Want::Ccb,
         link: Link::new(),
     };
@@ -199,6 +255,7 @@ pub fn buffer(periph: &Periph, mut req: KBox<Request>, len: usize) -> Grant {
         Err(PoolError::Exhausted | PoolError::NoMemory) => {
             req.want = Want::Buffer(len);
             q.incoming.push_back(req);
+            arm_scan();
             Grant::Later
         }
     }
@@ -213,6 +270,7 @@ pub fn issue(periph: &Periph, mut req: KBox<Request>) {
         Some(q) if valid => {
             req.want = Want::Ccb;
             q.incoming.push_back(req);
+            arm_scan();
         }
         _ => {
             let mut gone = Stailq::new();
@@ -325,17 +383,85 @@ pub fn counts(periph: &Periph) -> QueueCounts {
 }
 
 fn finish_gone(reqs: Stailq<Request>) {
+    finish_with(reqs, CamStatus::DEV_NOT_THERE);
+}
+
+/// Hands `reqs`, whose commands never ran, to the done task as if they had
+/// ended with `status`.
+fn finish_with(reqs: Stailq<Request>, status: CamStatus) {
     if reqs.is_empty() {
         return;
     }
-    let mut gone = Stailq::new();
+    let mut ended = Stailq::new();
     for mut req in reqs {
-        req.result = ScsiResult::new(CamStatus::DEV_NOT_THERE, 0, 0, &[]);
+        req.result = ScsiResult::new(status, 0, 0, &[]);
         req.event = Event::DeviceDone;
-        gone.push_back(req);
+        ended.push_back(req);
     }
-    DONE.lock().append(&mut gone);
+    DONE.lock().append(&mut ended);
     DONE_TASK.enqueue();
+}
+
+/// Makes sure an abort scan runs within [`SCAN_INTERVAL_MS`]: a request
+/// was queued.
+fn arm_scan() {
+    if !SCAN_ARMED.load(Ordering::Relaxed) && !SCAN_ARMED.swap(true, Ordering::AcqRel) {
+        SCAN_CALLOUT.reset((cam::hz() * SCAN_INTERVAL_MS / 1000).max(1));
+    }
+}
+
+/// The abort scan (a task): looks through every periph's queues for
+/// requests whose I/O CTL aborted, and runs again later while any periph
+/// has requests queued.
+fn scan() {
+    // Cleared first: a request queued from now on arms the callout itself.
+    SCAN_ARMED.store(false, Ordering::Release);
+    let mut busy = false;
+    cam::for_each_periph(|periph| busy |= scan_periph(periph));
+    if busy {
+        arm_scan();
+    }
+}
+
+/// Completes the aborted requests waiting in the periph's `incoming` and
+/// sends `XPT_ABORT` for the CCB of each aborted `active` one (once);
+/// returns whether the periph still has requests queued.
+fn scan_periph(periph: &Periph) -> bool {
+    let mut lock = periph.lock();
+    let Some(q) = lock.locked() else { return false };
+    let mut victims = Stailq::new();
+    while let Some(req) = q.incoming.remove_first(Request::is_aborted) {
+        victims.push_back(req);
+    }
+    finish_with(victims, CamStatus::REQ_ABORTED);
+    loop {
+        let Some(q) = lock.locked() else { return false };
+        let victim = q.active.find_mut(|r| !r.abort_sent && r.is_aborted()).map(|r| {
+            r.abort_sent = true;
+            r.ccb
+        });
+        match victim {
+            Some(Some(ccb)) => {
+                ABORTS_SENT.fetch_add(1, Ordering::Relaxed);
+                if lock.abort(ccb) != CamStatus::REQ_CMP {
+                    ABORTS_REFUSED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(None) => {}
+            None => break,
+        }
+    }
+    lock.locked()
+        .is_some_and(|q| !q.incoming.is_empty() || !q.active.is_empty())
+}
+
+/// XPT_ABORTs the abort scan sent since the module was loaded, and how many
+/// of them CAM did not take.
+pub fn abort_counts() -> (u64, u64) {
+    (
+        ABORTS_SENT.load(Ordering::Relaxed),
+        ABORTS_REFUSED.load(Ordering::Relaxed),
+    )
 }
 
 /// The done task: gives every finished request back to the backend, no

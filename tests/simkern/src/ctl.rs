@@ -1091,25 +1091,87 @@ pub unsafe extern "C" fn ctl_serseq_done(io: *mut sys::ctl_io) {
     unsafe { flags_of(io).fetch_or(sys::CTL_FLAG_SERSEQ_DONE, Ordering::Relaxed) };
 }
 
-/// ABORT TASK SET from the simulator's initiator on LUN `lun`, as
-/// ctl_abort_task_set does it for the I_T nexus: each of the nexus's I/Os
-/// on the LUN gets `CTL_FLAG_ABORT` (no `CTL_FLAG_ABORT_STATUS`: same
-/// nexus).  The backend is not told: `ctl_datamove` fails their data
-/// moves and they complete with TASK ABORTED.  Returns how many I/Os were
-/// marked.
-pub fn abort_task_set(lun: u32) -> usize {
+/// A task management function from an initiator (the iSCSI TASK
+/// MANAGEMENT FUNCTION REQUEST).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tmf {
+    /// ABORT TASK: the initiator's command with this tag on the LUN.
+    AbortTask { lun: u32, initiator: u32, tag: u64 },
+    /// ABORT TASK SET: the initiator's commands on the LUN.
+    AbortTaskSet { lun: u32, initiator: u32 },
+    /// CLEAR TASK SET: every command on the LUN.
+    ClearTaskSet { lun: u32 },
+    /// LUN RESET: every command on the LUN, and a unit attention (29/00)
+    /// for the other initiators.
+    LunReset { lun: u32, initiator: u32 },
+    /// I_T NEXUS RESET: the initiator's commands on every LUN, and a unit
+    /// attention (29/07) for it.
+    ITNexusReset { initiator: u32 },
+}
+
+/// Carries out `tmf` as FreeBSD 15's ctl.c does (ctl_abort_task,
+/// ctl_abort_task_set and ctl_abort_tasks_lun, ctl_lun_reset and
+/// ctl_do_lun_reset, ctl_i_t_nexus_reset): it only sets `CTL_FLAG_ABORT`
+/// on the I/Os it hits, with `CTL_FLAG_ABORT_STATUS` for those of other
+/// nexuses (CLEAR TASK SET and LUN RESET hit every nexus), and establishes
+/// the unit attentions; the backend is not told.  `ctl_datamove` fails the
+/// data moves of an aborted I/O, and it completes with TASK ABORTED.
+/// Returns how many I/Os were hit.
+pub fn task_management(tmf: Tmf) -> usize {
     with(|c| {
-        let mut marked = 0;
+        let mut hit = 0;
         for (&io, p) in &c.pending {
-            if p.lun == lun {
-                // SAFETY: a pending I/O is live; CTL sets the flag under
-                // its lock while others use the I/O, as ctl.c does.
-                unsafe { flags_of(io as *mut sys::ctl_io).fetch_or(sys::CTL_FLAG_ABORT, Ordering::Relaxed) };
-                marked += 1;
-            }
+            let io = io as *mut sys::ctl_io;
+            // SAFETY: a pending I/O is live; its nexus and tag are fixed.
+            let (initid, tag) = unsafe { ((*io).io_hdr.nexus.initid, (*io).scsiio.tag_num) };
+            let flags = match tmf {
+                Tmf::AbortTask { lun, initiator, tag: t } if p.lun == lun && initid == initiator && tag == t => {
+                    sys::CTL_FLAG_ABORT
+                }
+                Tmf::AbortTaskSet { lun, initiator } if p.lun == lun && initid == initiator => sys::CTL_FLAG_ABORT,
+                Tmf::ClearTaskSet { lun } | Tmf::LunReset { lun, .. } if p.lun == lun => {
+                    sys::CTL_FLAG_ABORT | sys::CTL_FLAG_ABORT_STATUS
+                }
+                Tmf::ITNexusReset { initiator } if initid == initiator => sys::CTL_FLAG_ABORT,
+                _ => continue,
+            };
+            // SAFETY: CTL sets the flags under its lock while others use
+            // the I/O, as ctl.c does.
+            unsafe { flags_of(io).fetch_or(flags, Ordering::Relaxed) };
+            hit += 1;
         }
-        marked
+        match tmf {
+            Tmf::LunReset { lun, initiator } => {
+                if let Some(slot) = c.luns.get_mut(&lun) {
+                    slot.model.reset(initiator);
+                }
+            }
+            Tmf::ITNexusReset { initiator } => {
+                for slot in c.luns.values_mut() {
+                    slot.model.nexus_lost(initiator);
+                }
+            }
+            _ => {}
+        }
+        hit
     })
+}
+
+/// The commands CTL holds on LUN `lun`: (initiator, tag), in tag order.
+pub fn tasks(lun: u32) -> Vec<(u32, u64)> {
+    let mut v: Vec<(u32, u64)> = with(|c| {
+        c.pending
+            .iter()
+            .filter(|(_, p)| p.lun == lun)
+            .map(|(&io, _)| {
+                let io = io as *const sys::ctl_io;
+                // SAFETY: a pending I/O is live; its nexus and tag are fixed.
+                unsafe { ((*io).io_hdr.nexus.initid, (*io).scsiio.tag_num) }
+            })
+            .collect()
+    });
+    v.sort_by_key(|&(_, tag)| tag);
+    v
 }
 
 // --- LUNs ---

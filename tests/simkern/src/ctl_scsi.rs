@@ -370,6 +370,8 @@ fn send_data(data: &[u8], alloc_len: usize, data_in: &mut [u8]) -> Disposition {
 // Unit attention types (ctl.h `ctl_ua_type`), a bit each; the lowest set
 // bit is reported first.
 const UA_POWERON: u32 = 0x0001;
+const UA_I_T_NEXUS_LOSS: u32 = 0x0008;
+const UA_LUN_RESET: u32 = 0x0010;
 const UA_LUN_CHANGE: u32 = 0x0020;
 const UA_CAPACITY_CHANGE: u32 = 0x4000;
 const UA_MEDIUM_CHANGE: u32 = 0x1_0000;
@@ -380,6 +382,11 @@ fn ua_to_ascq(ua: u32) -> (u8, u8, u32) {
     match ua {
         // POWER ON OCCURRED; it clears every other pending UA.
         UA_POWERON => (0x29, 0x01, u32::MAX),
+        // I_T NEXUS LOSS OCCURRED; it clears every other pending UA.
+        UA_I_T_NEXUS_LOSS => (0x29, 0x07, u32::MAX),
+        // POWER ON, RESET, OR BUS DEVICE RESET OCCURRED (no code of its
+        // own for a LUN reset).
+        UA_LUN_RESET => (0x29, 0x00, ua),
         // REPORTED LUNS DATA HAS CHANGED
         UA_LUN_CHANGE => (0x3F, 0x0E, ua),
         // CAPACITY DATA HAS CHANGED
@@ -698,6 +705,21 @@ impl Lun {
     /// LUNS DATA HAS CHANGED (3F/0E) for every initiator.
     pub fn luns_changed(&mut self) {
         self.establish_ua_all(UA_LUN_CHANGE);
+    }
+
+    /// What ctl_do_lun_reset raises: a LUN RESET unit attention for every
+    /// initiator but the one that reset the LUN.
+    pub fn reset(&mut self, initiator: u32) {
+        for (&i, pending) in self.pending_ua.iter_mut() {
+            if i != initiator {
+                *pending |= UA_LUN_RESET;
+            }
+        }
+    }
+
+    /// What ctl_i_t_nexus_reset raises: I_T NEXUS LOSS for the initiator.
+    pub fn nexus_lost(&mut self, initiator: u32) {
+        *self.pending_ua.entry(initiator).or_insert(UA_POWERON) |= UA_I_T_NEXUS_LOSS;
     }
 
     /// ctl_est_ua_all with no initiator excepted.

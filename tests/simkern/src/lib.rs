@@ -18,6 +18,7 @@
 // points, which must be linked in even where no Rust code names them.
 pub extern crate ctlpass;
 
+pub mod callout;
 pub mod cam;
 pub mod child;
 pub mod console;

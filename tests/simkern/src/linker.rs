@@ -310,6 +310,11 @@ pub fn kldunload() -> Result<(), c_int> {
             }
         }
     }
+    // The module's code goes now: a callout still armed would call into it
+    // (ctlpass.ko is the only code that arms callouts).
+    if crate::callout::pending() != 0 {
+        kpanic!("kldunload: {CTLPASS_KO} left a callout pending");
+    }
     with(|l| l.loaded = false);
     Ok(())
 }

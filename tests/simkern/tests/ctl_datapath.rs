@@ -781,7 +781,7 @@ fn an_aborted_io_fails_its_data_move_and_ends_task_aborted() {
         assert!(Instant::now() < deadline, "the READ reaches the backend");
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(ctl::abort_task_set(lun), 1);
+    assert_eq!(ctl::task_management(ctl::Tmf::AbortTaskSet { lun, initiator: 0 }), 1);
     release_parked();
     let r = reader.join().unwrap();
     // No byte moved; the residual is the port's reading of the

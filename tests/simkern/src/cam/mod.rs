@@ -40,7 +40,7 @@ pub use fault::{Count, Effect, Fault, Match, cdb_hash, fixed_sense, lba_range};
 pub use io::frozen;
 pub use sim::{
     BUFFER_LOG_LEN, DeviceStats, LATENESS_BOUNDS_US, Lateness, ccb_buffers, clear_faults, device_stats, inject,
-    reset_ccb_buffers, reset_device_stats, set_latency, set_media_rate, set_openings,
+    reset_ccb_buffers, reset_device_stats, set_abort_support, set_latency, set_media_rate, set_openings,
 };
 
 use crate::ctl::Response;
@@ -572,6 +572,15 @@ pub unsafe extern "C" fn xpt_action(ccb: *mut sys::ccb) {
         // SAFETY: as above.
         sys::XPT_DEV_ADVINFO => unsafe { advinfo(&path.device, &mut (*ccb).cdai) },
         sys::XPT_SCSI_IO => io::queue_scsi(&path.device, ccb),
+        // SAFETY: as above.
+        sys::XPT_ABORT => unsafe {
+            let victim = (*ccb).cab.abort_ccb;
+            (*ccb).ccb_h.status = if victim.is_null() {
+                sys::CAM_REQ_INVALID
+            } else {
+                path_ref((*victim).ccb_h.path).device.sim.abort(victim)
+            };
+        },
         _ => h.status = sys::CAM_REQ_INVALID,
     }
 }

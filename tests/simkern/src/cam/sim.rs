@@ -22,6 +22,13 @@
 //!   queue once and carries `CAM_DEV_QFRZN` (as a SIM that calls
 //!   `xpt_freeze_devq` on errors does): no further command starts until
 //!   `cam_release_devq` has thawed it; commands already started go on.
+//! - **Aborts** (`XPT_ABORT`, [`Sim::abort`]): a CCB not yet started is
+//!   taken off the queue and completes with `CAM_REQ_ABORTED`, freezing
+//!   the queue, as `xpt_action_default` does; a started one is ended at
+//!   once with `CAM_REQ_ABORTED` (its data may have moved), or, on a SIM
+//!   set to not abort started commands ([`set_abort_support`]), the abort
+//!   is refused with `CAM_UA_ABORT` and the command completes as it would
+//!   have.  Either way the completion comes from the SIM thread.
 //! - **Faults** ([`inject`], see `fault.rs`) are decided when a command
 //!   starts, in start order.
 //! - **Data** is `CAM_DATA_VADDR` (a kernel virtual address) or
@@ -169,6 +176,10 @@ pub struct DeviceStats {
     pub openings: u32,
     /// How late timed completions were.
     pub lateness: Lateness,
+    /// `XPT_ABORT`s asked of the device's CCBs.
+    pub aborts_requested: u64,
+    /// CCBs those aborts ended with `CAM_REQ_ABORTED`.
+    pub aborted: u64,
 }
 
 /// The distinct data ranges of the last [`BUFFER_LOG_LEN`] CCBs.
@@ -364,6 +375,8 @@ struct Counters {
     scsi_status: BTreeMap<u8, u64>,
     max_in_flight: usize,
     lateness: Lateness,
+    aborts_requested: u64,
+    aborted: u64,
 }
 
 /// A device's SIM.
@@ -419,6 +432,8 @@ struct SimState {
     /// When the link has moved the data of every started command.
     link_free: Option<Instant>,
     present: bool,
+    /// Started commands can be aborted.
+    aborts_started: bool,
     faults: Faults,
     /// Sense data the device holds for the next REQUEST SENSE.
     held_sense: Option<Vec<u8>>,
@@ -449,6 +464,7 @@ impl Sim {
                 media_rate: 0,
                 link_free: None,
                 present: true,
+                aborts_started: true,
                 faults: Faults::default(),
                 held_sense: None,
                 counters: Counters::default(),
@@ -495,6 +511,48 @@ impl Sim {
             drop(st);
             self.wake.notify_one();
         }
+    }
+
+    /// `XPT_ABORT` of `victim`: returns the abort CCB's status.
+    pub(super) fn abort(self: &Arc<Self>, victim: *mut sys::ccb) -> u32 {
+        let mut st = self.lock();
+        st.counters.aborts_requested += 1;
+        let v = victim as usize;
+        let now = Instant::now();
+        if let Some(pos) = st.queue.iter().position(|&c| c == v) {
+            st.queue.remove(pos);
+            // SAFETY: a queued CCB, which the SIM owns until done.
+            let done = Done::nothing(sys::CAM_REQ_ABORTED, unsafe { &(*victim).csio });
+            let seq = st.seq;
+            st.seq += 1;
+            st.in_flight.push(Reverse(InFlight {
+                deadline: now,
+                seq,
+                ccb: v,
+                timed: false,
+                done,
+            }));
+        } else if st.aborts_started && st.in_flight.iter().any(|f| f.0.ccb == v) {
+            let flights = std::mem::take(&mut st.in_flight);
+            st.in_flight = flights
+                .into_iter()
+                .map(|Reverse(mut f)| {
+                    if f.ccb == v {
+                        f.deadline = now;
+                        f.timed = false;
+                        f.done.status = sys::CAM_REQ_ABORTED;
+                        f.done.scsi_status = GOOD;
+                        f.done.autosense = None;
+                    }
+                    Reverse(f)
+                })
+                .collect();
+        } else {
+            return sys::CAM_UA_ABORT;
+        }
+        st.counters.aborted += 1;
+        self.poke(st);
+        sys::CAM_REQ_CMP
     }
 
     /// `cam_release_devq`: thaws the queue once unless `count_only`;
@@ -969,6 +1027,13 @@ pub fn set_media_rate(path_id: u32, target: u32, lun: u64, bytes_per_second: u64
     sim_at(path_id, target, lun).lock().media_rate = bytes_per_second;
 }
 
+/// Whether the SIM of the device at `path_id:target:lun` can abort a
+/// command it has started (the default); without, `XPT_ABORT` of one is
+/// refused with `CAM_UA_ABORT`.
+pub fn set_abort_support(path_id: u32, target: u32, lun: u64, on: bool) {
+    sim_at(path_id, target, lun).lock().aborts_started = on;
+}
+
 /// Sets the openings of the device at `path_id:target:lun` (the commands
 /// it takes at once, and the CCBs a periph may hold for it), overriding
 /// its bus's.  Periphs waiting for a CCB get one if the device now has
@@ -1011,6 +1076,8 @@ pub fn device_stats(path_id: u32, target: u32, lun: u64) -> DeviceStats {
         latency: st.latency,
         openings: st.openings,
         lateness: c.lateness.clone(),
+        aborts_requested: c.aborts_requested,
+        aborted: c.aborted,
     }
 }
 

@@ -108,6 +108,8 @@ pub struct Cmd {
     pub data_in_len: usize,
     /// The task attribute.
     pub task: TaskAttr,
+    /// The initiator (its index on the port: the nexus's `initid`).
+    pub initiator: u32,
 }
 
 impl Cmd {
@@ -474,7 +476,7 @@ fn submit(lun: u32, cmd: &Cmd, buf: SgBuffer, sink: Sink) {
         let s = &mut (*io).scsiio;
         s.io_hdr.io_type = sys::CTL_IO_SCSI;
         s.io_hdr.nexus = sys::ctl_nexus {
-            initid: 0,
+            initid: cmd.initiator,
             targ_port: super::PORT.targ_port,
             targ_lun: lun,
             targ_mapped_lun: lun,

@@ -1,0 +1,422 @@
+//! Task management on stock CTL: ABORT TASK, ABORT TASK SET, CLEAR TASK
+//! SET, LUN RESET and I_T NEXUS RESET only set `CTL_FLAG_ABORT` on the I/Os
+//! they hit, and the passthrough backend must notice.  Each test holds
+//! commands on the device (a delay fault), or in the periph's `incoming`
+//! queue (one opening, or no buffer left), sends a task management function
+//! from the simulated initiator, and checks that every hit command ends
+//! with TASK ABORTED long before the device would have finished it, the
+//! others with their own status, each exactly once; that CAM was asked to
+//! abort only the commands the device had; and that nothing is left
+//! queued, frozen or allocated.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ctlpass::backend::DeviceName;
+use ctlpass::periph::io::QueueCounts;
+use simkern::cam::{self, BusSpec, DeviceSpec, Effect, Fault, Match};
+use simkern::ctl::frontend::Response;
+use simkern::ctl::{self, Cmd, Request, Tmf};
+use simkern::devices::{Identity, RamDisk, ScsiDevice};
+use simkern::{Config, Machine, malloc, sys};
+
+/// SCSI status TASK ABORTED.
+const TASK_ABORTED: u8 = 0x40;
+
+/// How long a held command stays on the device: far longer than an abort
+/// may take.
+const HELD: Duration = Duration::from_secs(10);
+
+/// The longest an abort may take to end a command: the scan runs every
+/// 100 ms; the rest is margin for a loaded machine.
+const PROMPT: Duration = Duration::from_secs(3);
+
+fn disk(serial: &str, naa: u64) -> Arc<dyn ScsiDevice> {
+    Arc::new(RamDisk::new(
+        Identity {
+            vendor: "SEAGATE".into(),
+            product: "ST4000NM0023".into(),
+            revision: "0004".into(),
+            serial: serial.into(),
+            naa: Some(naa),
+            eui64: None,
+        },
+        1 << 20,
+        512,
+    ))
+}
+
+/// A machine with `n` disks (targets 0..n), the module loaded, a LUN on
+/// each, and the power-on unit attention taken by initiators 0 and 1.
+fn machine(n: u32) -> (Machine, Vec<u32>) {
+    let devices = (0..n)
+        .map(|t| DeviceSpec {
+            target: t,
+            lun: 0,
+            device: disk(&format!("Z1Z3TMF{t}"), 0x5000_c500_a1b2_d000 + u64::from(t)),
+        })
+        .collect();
+    let m = Machine::boot(Config {
+        buses: vec![BusSpec {
+            sim_name: "mpr".into(),
+            sim_unit: 0,
+            maxio: 1 << 20,
+            openings: 32,
+            devices,
+        }],
+        ctl: true,
+        extra_backends: Vec::new(),
+    });
+    m.kldload().expect("kldload ctlpass");
+    let luns = (0..n)
+        .map(|t| {
+            let r = ctl::lun_request("passthrough", &Request::create(), &[("cam", &format!("0:{t}:0"))]);
+            assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
+            let lun = r.created.expect("a LUN").3;
+            for initiator in 0..2 {
+                let r = ctl::execute(lun, &from(initiator, Cmd::none(&[0; 6])));
+                assert_eq!(r.sense.get(12..14), Some(&[0x29, 0x01][..]), "power-on UA");
+            }
+            lun
+        })
+        .collect();
+    (m, luns)
+}
+
+/// Removes the LUNs, unloads the module (which fails on a pending
+/// callout) and checks that nothing leaked.
+fn shut_down(m: Machine, luns: &[u32]) {
+    for &lun in luns {
+        let r = ctl::lun_request("passthrough", &Request::Remove { lun_id: lun }, &[]);
+        assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
+    }
+    m.kldunload().expect("kldunload ctlpass");
+    assert_eq!(malloc::leaks(), Vec::<String>::new());
+    drop(m);
+}
+
+fn from(initiator: u32, cmd: Cmd) -> Cmd {
+    Cmd { initiator, ..cmd }
+}
+
+fn read16(lba: u64, blocks: u32) -> Cmd {
+    let mut c = vec![0x88, 0];
+    c.extend_from_slice(&lba.to_be_bytes());
+    c.extend_from_slice(&blocks.to_be_bytes());
+    c.extend_from_slice(&[0, 0]);
+    Cmd::read(&c, blocks as usize * 512)
+}
+
+fn write16(lba: u64, data: &[u8]) -> Cmd {
+    let mut c = vec![0x8a, 0];
+    c.extend_from_slice(&lba.to_be_bytes());
+    c.extend_from_slice(&((data.len() / 512) as u32).to_be_bytes());
+    c.extend_from_slice(&[0, 0]);
+    Cmd::write(&c, data)
+}
+
+/// Holds the next `n` commands touching `lbas` on the device at target
+/// `t` for [`HELD`].
+fn hold(t: u32, lbas: std::ops::Range<u64>, n: u64) {
+    cam::inject(
+        0,
+        t,
+        0,
+        Fault::new(Match::any().lbas(lbas), Effect::Delay(HELD)).times(n),
+    );
+}
+
+/// A command sent from its own thread: its tag (0 if it was done before
+/// it could be seen), its response and when it came.
+struct Sent {
+    tag: u64,
+    thread: JoinHandle<(Response, Instant)>,
+}
+
+/// Sends `cmd` to `lun` from a new thread, and returns once CTL has it (or
+/// it is done), so that tags follow the order of the calls.
+fn send(lun: u32, cmd: Cmd) -> Sent {
+    let before = ctl::tasks(lun).len();
+    let thread = std::thread::spawn(move || {
+        let r = ctl::execute(lun, &cmd);
+        (r, Instant::now())
+    });
+    wait_for(
+        || ctl::tasks(lun).len() > before || thread.is_finished(),
+        "the command to reach CTL",
+    );
+    let tag = if thread.is_finished() {
+        0
+    } else {
+        ctl::tasks(lun).last().map_or(0, |t| t.1)
+    };
+    Sent { tag, thread }
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < Duration::from_secs(20), "waited 20 s for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn collect(sent: Vec<Sent>) -> Vec<(Response, Instant)> {
+    sent.into_iter()
+        .map(|s| s.thread.join().expect("the initiator thread"))
+        .collect()
+}
+
+/// The periph's queues for the device at target `t`.
+fn queues(t: u32) -> QueueCounts {
+    let name = DeviceName::Address {
+        path_id: 0,
+        target_id: t,
+        lun_id: 0,
+    };
+    let periph = ctlpass::periph::find(&name).expect("the periph");
+    let counts = ctlpass::periph::io::counts(&periph);
+    drop(periph);
+    counts
+}
+
+fn assert_idle(t: u32) {
+    let q = queues(t);
+    assert_eq!((q.incoming, q.active), (0, 0), "periph queues of target {t}");
+    assert_eq!(cam::frozen(0, t, 0), 0, "device queue of target {t} frozen");
+}
+
+fn aborted(r: &Response) {
+    assert_eq!((r.status, r.sense.as_slice()), (TASK_ABORTED, &[][..]), "{r:?}");
+}
+
+fn good(r: &Response) {
+    assert_eq!((r.status, r.sense.as_slice(), r.residual), (0, &[][..], 0), "{r:?}");
+}
+
+#[test]
+fn abort_task_ends_a_command_the_device_runs() {
+    let (m, luns) = machine(1);
+    let lun = luns[0];
+    hold(0, 1000..1001, 1);
+    let fast = send(lun, read16(0, 8));
+    let held = send(lun, read16(1000, 1));
+    wait_for(|| queues(0).active == 1 && ctl::tasks(lun).len() == 1, "the fast read");
+    let t0 = Instant::now();
+    let hit = ctl::task_management(Tmf::AbortTask {
+        lun,
+        initiator: 0,
+        tag: held.tag,
+    });
+    assert_eq!(hit, 1);
+    let r = collect(vec![fast, held]);
+    good(&r[0].0);
+    aborted(&r[1].0);
+    assert!(r[1].1 - t0 < PROMPT, "took {:?}", r[1].1 - t0);
+    let s = cam::device_stats(0, 0, 0);
+    assert_eq!((s.aborts_requested, s.aborted), (1, 1));
+    assert_eq!(ctlpass::periph::io::abort_counts(), (1, 0));
+    assert_eq!(s.completed.get(&sys::CAM_REQ_ABORTED), Some(&1));
+    assert_idle(0);
+    // The LUN goes on: the same read is served.
+    let again = ctl::execute(lun, &read16(1000, 1));
+    good(&again);
+    assert_eq!(again.data, vec![0u8; 512]);
+    shut_down(m, &luns);
+}
+
+#[test]
+fn abort_task_ends_queued_commands_without_the_device() {
+    let (m, luns) = machine(1);
+    let lun = luns[0];
+    cam::set_openings(0, 0, 0, 1);
+    hold(0, 1000..1001, 1);
+    let held = send(lun, read16(1000, 1));
+    wait_for(|| queues(0).active == 1, "the held read");
+    let write = send(lun, write16(2000, &[0xa5; 4096]));
+    let read = send(lun, read16(3000, 8));
+    wait_for(|| queues(0).incoming == 2, "two commands waiting for a CCB");
+    let started = cam::device_stats(0, 0, 0).started;
+    let t0 = Instant::now();
+    for tag in [write.tag, held.tag] {
+        let abort = Tmf::AbortTask { lun, initiator: 0, tag };
+        assert_eq!(ctl::task_management(abort), 1);
+    }
+    let r = collect(vec![held, write, read]);
+    aborted(&r[0].0);
+    aborted(&r[1].0);
+    good(&r[2].0);
+    assert!(r[1].1 - t0 < PROMPT, "took {:?}", r[1].1 - t0);
+    // Only the held read was aborted in CAM; the write never reached the
+    // device; the last read did, afterwards.
+    let s = cam::device_stats(0, 0, 0);
+    assert_eq!((s.aborts_requested, s.aborted), (1, 1));
+    assert_eq!(s.started, started + 1);
+    assert_eq!(ctl::execute(lun, &read16(2000, 8)).data, vec![0u8; 4096]);
+    assert_idle(0);
+    shut_down(m, &luns);
+}
+
+#[test]
+fn abort_task_set_and_clear_task_set_hit_whom_they_should() {
+    let (m, luns) = machine(1);
+    let lun = luns[0];
+    hold(0, 1000..1004, 4);
+    let a0 = send(lun, from(0, read16(1000, 1)));
+    let b0 = send(lun, from(1, read16(1001, 1)));
+    let a1 = send(lun, from(0, write16(1002, &[1; 512])));
+    let b1 = send(lun, from(1, read16(1003, 1)));
+    wait_for(|| queues(0).active == 4, "four held commands");
+    let t0 = Instant::now();
+    assert_eq!(ctl::task_management(Tmf::AbortTaskSet { lun, initiator: 0 }), 2);
+    let r = collect(vec![a0, a1]);
+    for (resp, when) in &r {
+        aborted(resp);
+        assert!(*when - t0 < PROMPT);
+    }
+    // Initiator 1's commands still run; CLEAR TASK SET ends them.
+    assert_eq!(queues(0).active, 2);
+    assert_eq!(ctl::task_management(Tmf::ClearTaskSet { lun }), 2);
+    for (resp, when) in collect(vec![b0, b1]) {
+        aborted(&resp);
+        assert!(when - t0 < PROMPT * 2);
+    }
+    assert_eq!(cam::device_stats(0, 0, 0).aborted, 4);
+    assert_idle(0);
+    good(&ctl::execute(lun, &from(1, read16(1003, 1))));
+    shut_down(m, &luns);
+}
+
+#[test]
+fn lun_reset_ends_every_command_and_tells_the_other_initiators() {
+    let (m, luns) = machine(1);
+    let lun = luns[0];
+    hold(0, 1000..1003, 3);
+    let sent = vec![
+        send(lun, from(0, read16(1000, 1))),
+        send(lun, from(1, read16(1001, 1))),
+        send(lun, from(1, write16(1002, &[2; 512]))),
+    ];
+    wait_for(|| queues(0).active == 3, "three held commands");
+    assert_eq!(ctl::task_management(Tmf::LunReset { lun, initiator: 0 }), 3);
+    for (resp, _) in collect(sent) {
+        aborted(&resp);
+    }
+    assert_idle(0);
+    // The initiator that reset the LUN gets no unit attention; the other
+    // gets 29/00 once.
+    good(&ctl::execute(lun, &from(0, Cmd::none(&[0; 6]))));
+    let ua = ctl::execute(lun, &from(1, Cmd::none(&[0; 6])));
+    assert_eq!(
+        (ua.sense[2] & 0xf, ua.sense[12], ua.sense[13]),
+        (0x6, 0x29, 0x00),
+        "{ua:?}"
+    );
+    good(&ctl::execute(lun, &from(1, Cmd::none(&[0; 6]))));
+    shut_down(m, &luns);
+}
+
+#[test]
+fn i_t_nexus_reset_ends_the_initiators_commands_on_every_lun() {
+    let (m, luns) = machine(2);
+    hold(0, 1000..1001, 1);
+    hold(1, 1000..1001, 1);
+    let slow = Duration::from_millis(1500);
+    cam::inject(0, 0, 0, Fault::new(Match::any().lbas(1001..1002), Effect::Delay(slow)));
+    let mine = vec![
+        send(luns[0], from(1, read16(1000, 1))),
+        send(luns[1], from(1, read16(1000, 1))),
+    ];
+    let other = send(luns[0], from(0, read16(1001, 1)));
+    wait_for(|| queues(0).active == 2 && queues(1).active == 1, "held commands");
+    let t0 = Instant::now();
+    assert_eq!(ctl::task_management(Tmf::ITNexusReset { initiator: 1 }), 2);
+    for (resp, when) in collect(mine) {
+        aborted(&resp);
+        assert!(when - t0 < PROMPT);
+    }
+    // Initiator 0's command was not hit: it ends when the device is done.
+    let (resp, _) = other.thread.join().expect("initiator 0");
+    good(&resp);
+    assert_eq!(cam::device_stats(0, 0, 0).aborted, 1);
+    for &lun in &luns {
+        let ua = ctl::execute(lun, &from(1, Cmd::none(&[0; 6])));
+        assert_eq!((ua.sense[12], ua.sense[13]), (0x29, 0x07), "{ua:?}");
+    }
+    assert_idle(0);
+    assert_idle(1);
+    shut_down(m, &luns);
+}
+
+#[test]
+fn without_sim_support_an_aborted_command_ends_when_its_ccb_returns() {
+    let (m, luns) = machine(1);
+    let lun = luns[0];
+    cam::set_abort_support(0, 0, 0, false);
+    let delay = Duration::from_millis(800);
+    cam::inject(0, 0, 0, Fault::new(Match::any().lbas(1000..1001), Effect::Delay(delay)));
+    let held = send(lun, write16(1000, &[3; 512]));
+    wait_for(|| queues(0).active == 1, "the held write");
+    let t0 = Instant::now();
+    assert_eq!(
+        ctl::task_management(Tmf::AbortTask {
+            lun,
+            initiator: 0,
+            tag: held.tag
+        }),
+        1
+    );
+    let (resp, when) = held.thread.join().expect("initiator");
+    aborted(&resp);
+    assert!(when - t0 >= delay / 2, "ended before its CCB came back");
+    let s = cam::device_stats(0, 0, 0);
+    assert_eq!((s.aborts_requested, s.aborted), (1, 0));
+    assert_eq!(ctlpass::periph::io::abort_counts(), (1, 1));
+    // The write was not sent again.
+    assert_eq!(s.started, s.completed.values().sum::<u64>());
+    assert_idle(0);
+    shut_down(m, &luns);
+}
+
+#[test]
+fn a_command_waiting_for_a_buffer_is_aborted_at_once() {
+    let (m, luns) = machine(1);
+    let lun = luns[0];
+    cam::set_openings(0, 0, 0, 1);
+    hold(0, 0..1, 1);
+    let mib = vec![0x5a; 1 << 20];
+    let started = cam::device_stats(0, 0, 0).started;
+    let mut sent = vec![send(lun, write16(0, &mib))];
+    wait_for(|| queues(0).active == 1, "the held write");
+    // The pool holds 32 MiB: 31 more writes get a buffer and wait for a
+    // CCB; the next two wait for a buffer.
+    for i in 1..34u64 {
+        sent.push(send(lun, write16(i * 2048, &mib)));
+    }
+    wait_for(|| queues(0).incoming == 33, "33 writes waiting");
+    let last = sent.pop().expect("the last write");
+    let t0 = Instant::now();
+    assert_eq!(
+        ctl::task_management(Tmf::AbortTask {
+            lun,
+            initiator: 0,
+            tag: last.tag
+        }),
+        1
+    );
+    let (resp, when) = last.thread.join().expect("initiator");
+    aborted(&resp);
+    assert!(when - t0 < PROMPT, "took {:?}", when - t0);
+    assert_eq!(queues(0).incoming, 32);
+    // The rest goes with a CLEAR TASK SET; only the held write ever
+    // reached the device.
+    assert_eq!(ctl::task_management(Tmf::ClearTaskSet { lun }), 33);
+    for (resp, _) in collect(sent) {
+        aborted(&resp);
+    }
+    let s = cam::device_stats(0, 0, 0);
+    assert_eq!((s.started - started, s.aborted), (1, 1));
+    assert_idle(0);
+    shut_down(m, &luns);
+}
