@@ -171,11 +171,51 @@ pub fn submit(io: CtlIo) {
         Plan::Start(work, command) => (work, command),
         Plan::Reply(reply) => return io.complete(reply),
     };
-    let req = match pio::new_request(lun.lun().periph(), io, work, command) {
+    // The LUN's device stays bound until the I/O is complete.
+    let device = lun.lun().device();
+    if !device.enter() {
+        return io.complete(DEVICE_LOST);
+    }
+    let Some(periph) = device.periph() else {
+        io.complete(DEVICE_LOST);
+        return drop(device.leave());
+    };
+    let req = match pio::new_request(periph, io, work, command) {
         Ok(req) => req,
-        Err(io) => return io.complete(Reply::Busy),
+        Err(io) => {
+            io.complete(Reply::Busy);
+            return drop(device.leave());
+        }
     };
     begin(&lun, req);
+}
+
+/// What a command gets while the LUN's device is lost: NOT READY, MEDIUM
+/// NOT PRESENT (CTL answers most commands itself then; those it passes on,
+/// such as PREVENT ALLOW MEDIUM REMOVAL, come here).
+const DEVICE_LOST: Reply<'static> = Reply::Sense {
+    key: reply::SENSE_KEY_NOT_READY,
+    asc: 0x3a,
+    ascq: 0x00,
+};
+
+/// Queues `req.command` for the LUN's device.
+fn issue(lun: &LunRef, req: KBox<Request>) {
+    match lun.lun().device().periph() {
+        Some(p) => pio::issue(p, req),
+        None => orphaned(lun, req),
+    }
+}
+
+/// A request whose LUN has no periph, which cannot happen: a LUN with I/O
+/// in the backend keeps its periph.  The I/O is answered; the request,
+/// which has no pool to go back to, is freed.
+fn orphaned(lun: &LunRef, req: KBox<Request>) {
+    crate::printf!("ctlpass: LUN {}: a request without a device\n", lun.id());
+    if let Some(io) = KBox::into_inner(req).io {
+        io.complete(internal_failure());
+        drop(lun.lun().device().leave());
+    }
 }
 
 /// What to do with a new I/O.
@@ -358,7 +398,7 @@ fn begin(lun: &LunRef, req: KBox<Request>) {
         Work::Transfer(t) => need_buffer(lun, req, t.bytes(t.chunk)),
         Work::CompareAndWrite { bytes, .. } => need_buffer(lun, req, bytes),
         Work::Unmap { .. } => need_buffer(lun, req, UNMAP_LIST_LEN),
-        _ => pio::issue(lun.lun().periph(), req),
+        _ => issue(lun, req),
     }
 }
 
@@ -369,7 +409,10 @@ const UNMAP_LIST_LEN: u32 = 4096;
 /// Gets the request a buffer of `len` bytes, then goes on with it (now, or
 /// from the done task when one is returned).
 fn need_buffer(lun: &LunRef, req: KBox<Request>, len: u32) {
-    match pio::buffer(lun.lun().periph(), req, len as usize) {
+    let Some(periph) = lun.lun().device().periph() else {
+        return orphaned(lun, req);
+    };
+    match pio::buffer(periph, req, len as usize) {
         Grant::Now(req) => with_buffer(lun, req),
         Grant::Later => {}
         Grant::Failed(req, _) => finish(lun, req, Finish::Reply(Reply::Busy)),
@@ -384,7 +427,7 @@ fn with_buffer(lun: &LunRef, req: KBox<Request>) {
         }
         Work::CompareAndWrite { bytes, .. } => move_data(lun, req, 0, bytes, bytes),
         Work::Unmap { .. } => next_unmap(lun, req),
-        _ => pio::issue(lun.lun().periph(), req),
+        _ => issue(lun, req),
     }
 }
 
@@ -427,7 +470,7 @@ fn next_unmap(lun: &LunRef, mut req: KBox<Request>) {
                 req.command.task_attribute,
                 UNMAP_TIMEOUT,
             );
-            pio::issue(lun.lun().periph(), req);
+            issue(lun, req);
         }
     }
 }
@@ -457,7 +500,7 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
     match next {
         Next::Resend if req.resends < RESENDS => {
             req.resends += 1;
-            return pio::issue(lun.lun().periph(), req);
+            return issue(lun, req);
         }
         Next::Resend => {
             if let Work::Transfer(t) = req.work {
@@ -534,7 +577,7 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
                 max,
             };
             req.command.cdb = sbc::write_same(lba + u64::from(done), n, byte1);
-            pio::issue(lun.lun().periph(), req);
+            issue(lun, req);
         }
         Work::Unmap {
             next, limits, anchor, ..
@@ -591,7 +634,7 @@ fn request_sense(lun: &LunRef, mut req: KBox<Request>) {
         REQUEST_SENSE_TIMEOUT,
     );
     if req.buf.is_some() {
-        pio::issue(lun.lun().periph(), req);
+        issue(lun, req);
     } else {
         need_buffer(lun, req, u32::from(SENSE_LEN));
     }
@@ -623,12 +666,12 @@ pub fn moved(mut req: KBox<Request>) {
                     req.work = Work::Transfer(t);
                     req.command.cdb = t.command();
                     req.command.data = Data::In(t.bytes(chunk));
-                    pio::issue(lun.lun().periph(), req);
+                    issue(&lun, req);
                 }
             }
         }
         // Data in from the initiator: now to the device.
-        _ => pio::issue(lun.lun().periph(), req),
+        _ => issue(&lun, req),
     }
 }
 
@@ -663,7 +706,10 @@ fn finish(lun: &LunRef, req: KBox<Request>, how: Finish) {
         (Work::Forward, Some(io)) if result.is_ok() => StartStop::parse(io.cdb()),
         _ => None,
     };
-    let Some(io) = pio::release(lun.lun().periph(), req) else {
+    let Some(periph) = lun.lun().device().periph() else {
+        return orphaned(lun, req);
+    };
+    let Some(io) = pio::release(periph, req) else {
         return;
     };
     if let Some(ss) = start_stop {
@@ -680,6 +726,8 @@ fn finish(lun: &LunRef, req: KBox<Request>, how: Finish) {
             sense: sense.get(..sensed).unwrap_or(&[]),
         }),
     }
+    // The I/O is done and its request back: the device may go now.
+    drop(lun.lun().device().leave());
 }
 
 /// SCSI status CHECK CONDITION.

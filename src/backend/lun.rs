@@ -11,18 +11,20 @@
 
 use core::ffi::CStr;
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::identity::{self, About, Plan, PlanError, Probe};
 use super::io::IoLimits;
-use super::options::{self, DeviceName, OptionError};
+use super::options::{self, DeviceName, LostPolicy, OptionError};
 use super::{Entry, lock};
 use crate::kern::alloc::{KBox, Wait};
-use crate::kern::cam::{CamAddress, CamStatus, PeriphLock, PeriphRef, ScsiResult};
-use crate::kern::ctl::{LunConfig, LunFlags, LunRef, LunReq, Sbuf};
+use crate::kern::cam::{CamAddress, CamStatus, PeriphLock, PeriphRef, ScsiResult, SharedPeriph};
+use crate::kern::ctl::{LunConfig, LunFlags, LunRef, LunReq, MediaEvent, Sbuf};
 use crate::kern::errno::Errno;
 use crate::kern::fmt::FmtBuf;
 use crate::kern::nv::OwnedNvList;
 use crate::periph::{self, Claim, DEVICE_NAME_LEN};
+use crate::printf;
 use crate::scsi::capacity::{self, Capacity, CapacityError};
 use crate::scsi::cdb;
 use crate::scsi::inquiry::{Ascii, Inquiry, PeripheralType, ShortInquiry};
@@ -64,6 +66,8 @@ enum LunError<'a> {
     Interrupted(u32),
     /// Modify: the device has no medium.
     NoMedium(Name),
+    /// The LUN's device is lost.
+    Offline(Name),
     /// Modify: the device's block size changed.
     BlockSizeChanged { name: Name, from: u32, to: u32 },
 }
@@ -101,6 +105,7 @@ impl fmt::Display for LunError<'_> {
                 write!(f, "interrupted; LUN {id} will be removed when its last I/O completes")
             }
             LunError::NoMedium(name) => write!(f, "{} has no medium", name.as_str()),
+            LunError::Offline(name) => write!(f, "{} is lost; the LUN is offline until it returns", name.as_str()),
             LunError::BlockSizeChanged { name, from, to } => write!(
                 f,
                 "{}'s block size changed from {from} to {to}; remove and create the LUN again",
@@ -149,8 +154,15 @@ fn message(e: &dyn fmt::Display) -> Message {
 
 /// A passthrough LUN: the device it exports, held until CTL is done.
 pub struct Lun {
-    /// The claim on the device, with the periph reference behind it.
-    claim: Claim,
+    /// The device's periph, let go while the device is lost.
+    device: SharedPeriph,
+    /// The unit number of the periph bound last (`ctlpassN`).
+    unit: AtomicU32,
+    /// What becomes of the LUN when its device is lost.
+    pub(super) lost: LostPolicy,
+    /// The device's unit serial number, by which (or by `devid`) it is
+    /// found again when it returns.
+    serial: FmtBuf<256>,
     /// The device's name when the LUN was created (`da3`).
     name: FmtBuf<DEVICE_NAME_LEN>,
     /// Where the device is.
@@ -173,16 +185,38 @@ impl Lun {
         self.io
     }
 
-    /// The periph of the device.
-    pub(crate) fn periph(&self) -> &PeriphRef {
-        self.claim.periph()
+    /// The device's periph, which callers reach only while entered.
+    pub(crate) fn device(&self) -> &SharedPeriph {
+        &self.device
+    }
+
+    /// How the device is found again when it returns: its device id, else
+    /// its serial number.
+    pub(super) fn identity(&self) -> DeviceName<'_> {
+        if self.devid.as_str().is_empty() {
+            DeviceName::Serial(self.serial.as_str())
+        } else {
+            DeviceName::DevId(self.devid.as_str())
+        }
+    }
+
+    /// The device's name when the LUN was created (`da3`).
+    pub(super) fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Records the unit of a periph bound again.
+    pub(super) fn set_unit(&self, unit: u32) {
+        self.unit.store(unit, Ordering::Relaxed);
     }
 
     /// Writes `lun_info`'s elements.  Called with CTL's mutexes held: reads
-    /// only what never changes.
+    /// only what never changes, and atomics.
     pub fn info(&self, sb: &mut Sbuf) {
         sb.element("periph", format_args!("{}", self.name.as_str()));
-        sb.element("ctlpass", format_args!("ctlpass{}", self.periph().unit_number()));
+        sb.element("ctlpass", format_args!("ctlpass{}", self.unit.load(Ordering::Relaxed)));
+        let state = if self.device.is_bound() { "online" } else { "offline" };
+        sb.element("state", format_args!("{state}"));
         sb.element("cam_path", format_args!("{}", self.address));
         sb.element("sim", format_args!("{}", self.sim.as_str()));
         if !self.devid.as_str().is_empty() {
@@ -192,6 +226,18 @@ impl Lun {
         sb.element("mode", format_args!("A"));
         if let Some(serial) = &self.long_serial {
             sb.element("device_serial", format_args!("{}", serial.as_str()));
+        }
+    }
+}
+
+impl Drop for Lun {
+    fn drop(&mut self) {
+        // The device backs no LUN any more (if it is still bound).
+        if self.device.enter() {
+            if let Some(p) = self.device.periph() {
+                periph::release(p);
+            }
+            drop(self.device.leave());
         }
     }
 }
@@ -442,11 +488,14 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let mut options = OwnedNvList::clone_of(&args).map_err(LunError::Options)?;
     let name = periph::device_name(&periph);
     let claim = Claim::new(periph).map_err(|lun| LunError::Exported { name, lun })?;
+    let Some(claimed) = claim.periph() else {
+        return Err(LunError::NoDevice(opts.device));
+    };
     let mut bufs = Buffers::new()?;
-    let probed = probe(claim.periph(), &mut bufs).map_err(|error| LunError::Probe { name, error })?;
+    let probed = probe(claimed, &mut bufs).map_err(|error| LunError::Probe { name, error })?;
     let plan = identity::plan(&probed, &asked, &opts).map_err(|error| LunError::Plan { name, error })?;
     identity_options(&mut options, &plan, &probed.inquiry).map_err(LunError::Options)?;
-    let identity = claim.periph().softc().map(|s| (s.identity.address, s.identity.max_io));
+    let identity = claimed.softc().map(|s| (s.identity.address, s.identity.max_io));
     let (address, max_io) = identity.unwrap_or((
         CamAddress {
             path_id: 0,
@@ -456,9 +505,12 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
         0,
     ));
     let mut sim = FmtBuf::new();
-    if let Some(s) = claim.periph().softc() {
+    if let Some(s) = claimed.softc() {
         let _ = write!(sim, "{}{}", Ascii(s.identity.sim_name()), s.identity.sim_unit);
     }
+    let unit = claimed.unit_number();
+    let mut serial = FmtBuf::new();
+    let _ = write!(serial, "{}", Ascii(probed.serial));
     let mut devid = FmtBuf::new();
     if let Some(id) = DevId::of(probed.devid_page) {
         let _ = write!(devid, "{id}");
@@ -482,8 +534,14 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
         plan.lun.flags.contains(LunFlags::UNMAP),
     );
     drop(bufs);
+    let Some(periph) = claim.into_ref() else {
+        return Err(LunError::NoDevice(opts.device));
+    };
     let lun = Lun {
-        claim,
+        device: SharedPeriph::new(periph),
+        unit: AtomicU32::new(unit),
+        lost: opts.lost,
+        serial,
         name,
         address,
         sim,
@@ -500,7 +558,12 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
         error,
         asked: asked.lun_id,
     })?;
-    lun.lun().claim.set_lun(id);
+    if lun.lun().device.enter() {
+        if let Some(p) = lun.lun().device.periph() {
+            periph::set_lun(p, id);
+        }
+        drop(lun.lun().device.leave());
+    }
     lock().luns.push_back(entry);
     Ok(Created { lun, lun_type, warning })
 }
@@ -549,6 +612,97 @@ pub(super) fn remove(req: &mut LunReq<'_>) {
     req.set_ok();
 }
 
+/// Whether the LUN's device is lost (its periph invalidated), and the LUN
+/// has not let it go yet.
+pub(super) fn lost(lun: &LunRef) -> bool {
+    let device = lun.lun().device();
+    if !device.enter() {
+        return false;
+    }
+    let gone = device
+        .periph()
+        .is_none_or(|p| !p.softc().is_some_and(periph::Softc::is_valid));
+    // Not being let go, so this returns nothing.
+    drop(device.leave());
+    gone
+}
+
+/// Binds an offline LUN to its device if it is back (same device id or
+/// serial number, the same block size, room for the LUN's transfers):
+/// reads its capacity, tells CTL if it changed, and brings the medium back.
+pub(super) fn rebind(lun: &LunRef) -> bool {
+    let l = lun.lun();
+    let Some(periph) = periph::find(&l.identity()) else {
+        return false;
+    };
+    let name = periph::device_name(&periph);
+    let Ok(claim) = Claim::new(periph) else {
+        return false;
+    };
+    let Some(p) = claim.periph() else {
+        return false;
+    };
+    let (kind, max_io) = p.softc().map_or((PeripheralType(0), 0), |s| {
+        (s.identity.inquiry.device_type, s.identity.max_io)
+    });
+    let (maxlba, blocksize) = lun.geometry();
+    let mut buf = [0u8; cdb::READ_CAPACITY_16_LEN];
+    let cap = match read_capacity(&p.lock(), kind, &mut buf) {
+        Ok(c) => c,
+        Err(e) => {
+            printf!(
+                "ctlpass: LUN {}: {} is back, but {e}; still offline\n",
+                lun.id(),
+                name.as_str()
+            );
+            return false;
+        }
+    };
+    if let Some(c) = cap
+        && c.block_size != blocksize
+    {
+        printf!(
+            "ctlpass: LUN {}: {} is back with {}-byte blocks instead of {blocksize}; still offline\n",
+            lun.id(),
+            name.as_str(),
+            c.block_size
+        );
+        return false;
+    }
+    if max_io < l.max_io {
+        printf!(
+            "ctlpass: LUN {}: {} is back behind a SIM taking {max_io} bytes at once, not {}; still offline\n",
+            lun.id(),
+            name.as_str(),
+            l.max_io
+        );
+        return false;
+    }
+    let unit = p.unit_number();
+    let Some(periph) = claim.into_ref() else {
+        return false;
+    };
+    if let Err(periph) = l.device.bind(periph) {
+        periph::release(&periph);
+        return false;
+    }
+    if l.device.enter() {
+        if let Some(p) = l.device.periph() {
+            periph::set_lun(p, lun.id());
+        }
+        drop(l.device.leave());
+    }
+    l.set_unit(unit);
+    if let Some(c) = cap {
+        if c.last_lba != maxlba {
+            lun.capacity_changed(c.last_lba, u16::from(c.physical_exponent), c.lowest_aligned);
+        }
+        lun.media_event(MediaEvent::Loaded);
+    }
+    printf!("ctlpass: LUN {}: {} is back; online\n", lun.id(), name.as_str());
+    true
+}
+
 /// `CTL_LUNREQ_MODIFY`: reads the device's capacity again (after a volume
 /// grew or shrank) and tells CTL if it changed.  Options are kept as they
 /// were (ctld sends them all on every reload, ctladm none with `-s`).
@@ -563,15 +717,19 @@ pub(super) fn modify(req: &mut LunReq<'_>) {
 fn modify_lun(id: u32, asked: u64) -> Result<u64, LunError<'static>> {
     let lun = lookup(id, false)?;
     let name = lun.lun().name;
-    let kind = PeripheralType(
-        lun.lun()
-            .periph()
-            .softc()
-            .map_or(0, |s| s.identity.inquiry.device_type.0),
-    );
-    let mut buf = [0u8; cdb::READ_CAPACITY_16_LEN];
-    let cap =
-        read_capacity(&lun.lun().periph().lock(), kind, &mut buf).map_err(|error| LunError::Probe { name, error })?;
+    let device = lun.lun().device();
+    if !device.enter() {
+        return Err(LunError::Offline(name));
+    }
+    let cap = device.periph().map(|p| {
+        let kind = PeripheralType(p.softc().map_or(0, |s| s.identity.inquiry.device_type.0));
+        let mut buf = [0u8; cdb::READ_CAPACITY_16_LEN];
+        read_capacity(&p.lock(), kind, &mut buf)
+    });
+    drop(device.leave());
+    let cap = cap
+        .ok_or(LunError::Offline(name))?
+        .map_err(|error| LunError::Probe { name, error })?;
     let cap = cap.ok_or(LunError::NoMedium(name))?;
     if asked != 0 && asked != cap.bytes() {
         return Err(LunError::Plan {

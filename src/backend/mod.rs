@@ -12,10 +12,13 @@ mod reply;
 pub use lun::Lun;
 pub use options::DeviceName;
 
-use crate::kern::ctl::{LunRef, LunReq, LunReqType, Sbuf};
+use crate::kern::ctl::{LunRef, LunReq, LunReqType, MediaEvent, Sbuf};
 use crate::kern::errno::Errno;
 use crate::kern::queue::{Link, Linked, Stailq};
 use crate::kern::sync::{Mutex, MutexGuard};
+use crate::kern::task::Task;
+use crate::printf;
+use options::LostPolicy;
 
 /// A LUN of this backend, from `ctl_add_lun` until its removal is done.
 struct Entry {
@@ -26,6 +29,8 @@ struct Entry {
     removing: bool,
     /// CTL called `lun_shutdown`.
     shut_down: bool,
+    /// The device was lost and the LUN let it go (until it returns).
+    offline: bool,
     link: Link<Entry>,
 }
 
@@ -36,6 +41,7 @@ impl Entry {
             waiter: false,
             removing: false,
             shut_down: false,
+            offline: false,
             link: Link::new(),
         }
     }
@@ -81,16 +87,27 @@ fn lock() -> MutexGuard<'static, Backend> {
     BACKEND.lock()
 }
 
-/// Module load, before any entry point runs: sets up the backend's lock.
+/// Takes LUNs offline when their device is lost, and back online when it
+/// returns.
+static DEVICES_TASK: Task = Task::new(devices_changed_task);
+
+/// Module load, before any entry point runs: sets up the backend's lock
+/// and task.
 pub fn sysinit() {
-    // SAFETY: runs once per module load, before anything locks BACKEND; the
-    // previous load (if any) destroyed it in `sysuninit`.
-    unsafe { BACKEND.init(c"ctlpass backend") };
+    // SAFETY: runs once per module load, before anything locks BACKEND or
+    // queues the task; the previous load (if any) destroyed the lock and
+    // drained the task in `sysuninit`.
+    unsafe {
+        BACKEND.init(c"ctlpass backend");
+        DEVICES_TASK.init();
+    }
     *lock() = Backend::unloaded();
 }
 
-/// Module unload, after every entry point has returned for the last time.
+/// Module unload, after every entry point has returned for the last time
+/// and every periph is gone.
 pub fn sysuninit() {
+    DEVICES_TASK.drain();
     // SAFETY: both modules are unloaded, so nothing uses BACKEND any more;
     // `sysinit` initialised it.
     unsafe { BACKEND.destroy() };
@@ -173,9 +190,92 @@ pub fn lun_shutdown(lun: LunRef) {
     };
     // The pools' memory goes back; the periph reference may be released
     // here, without the lock.
-    crate::periph::io::trim(lun.lun().periph());
+    let device = lun.lun().device();
+    if device.enter() {
+        if let Some(p) = device.periph() {
+            crate::periph::io::trim(p);
+        }
+        drop(device.leave());
+    }
     drop(released);
     drop(lun);
+}
+
+/// A ctlpass periph was invalidated (its device lost) or created (a device
+/// arrived): the LUNs are looked at from a task.  Never sleeps.
+pub fn devices_changed() {
+    DEVICES_TASK.enqueue();
+}
+
+/// What a LUN needs after a device came or went.
+enum Change {
+    /// Its device is lost.
+    Lost(LunRef),
+    /// It is offline, its old periph released: its device may be back.
+    Offline(LunRef),
+}
+
+/// The next LUN whose device came or went after `done` of them were looked
+/// at; a lost one is marked offline (or being removed) here.
+fn next_change(skip: &mut u32) -> Option<Change> {
+    let mut be = lock();
+    let mut seen = 0u32;
+    let entry = be.luns.find_mut(|e| {
+        let wanted =
+            !e.removing && (e.offline && e.lun.lun().device().is_released() || !e.offline && lun::lost(&e.lun));
+        if wanted {
+            seen = seen.saturating_add(1);
+        }
+        wanted && seen > *skip
+    })?;
+    if entry.offline {
+        *skip = skip.saturating_add(1);
+        return Some(Change::Offline(entry.lun.clone()));
+    }
+    match entry.lun.lun().lost {
+        LostPolicy::Offline => entry.offline = true,
+        LostPolicy::Remove => entry.removing = true,
+    }
+    Some(Change::Lost(entry.lun.clone()))
+}
+
+/// The task behind [`devices_changed`]: takes offline (or removes) the LUNs
+/// whose device is lost, letting their periph go so that CAM can free it,
+/// and binds offline LUNs to their device when it is back.
+fn devices_changed_task() {
+    let mut skip = 0;
+    while let Some(change) = next_change(&mut skip) {
+        match change {
+            Change::Lost(lun) => {
+                let remove = lun.lun().lost == LostPolicy::Remove;
+                printf!(
+                    "ctlpass: LUN {}: {} is lost; {}\n",
+                    lun.id(),
+                    lun.lun().name(),
+                    if remove {
+                        "removing the LUN"
+                    } else {
+                        "offline until it returns"
+                    }
+                );
+                if remove {
+                    lun.remove();
+                } else {
+                    lun.media_event(MediaEvent::Gone);
+                }
+                // The last I/O to leave releases the periph if any is left.
+                drop(lun.lun().device().let_go());
+            }
+            Change::Offline(lun) => {
+                if lun::rebind(&lun) {
+                    if let Some(e) = lock().entry(&lun) {
+                        e.offline = false;
+                    }
+                    skip = skip.saturating_sub(1);
+                }
+            }
+        }
+    }
 }
 
 /// `lun_info`: the LUN's device, for `ctladm devlist -v`.  Called with

@@ -168,6 +168,20 @@ pub struct LunOptions<'a> {
     pub readonly: bool,
     /// The LUN's role in a CTL HA pair (`ha_role`).
     pub ha_role: HaRole,
+    /// What becomes of the LUN when its device is lost (`lost`).
+    pub lost: LostPolicy,
+}
+
+/// What becomes of a LUN whose device is lost (option `lost`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LostPolicy {
+    /// `lost=offline` (the default): the LUN stays, without a medium, and
+    /// binds to the device again when it returns (same device id or
+    /// serial number).
+    #[default]
+    Offline,
+    /// `lost=remove`: the LUN is removed.
+    Remove,
 }
 
 /// The role of a LUN in a CTL HA pair (option `ha_role`, as CTL's own
@@ -277,9 +291,22 @@ fn ha_role(value: &str) -> Result<HaRole, OptionError<'_>> {
     }
 }
 
+fn lost_policy(value: &str) -> Result<LostPolicy, OptionError<'_>> {
+    match value {
+        "offline" => Ok(LostPolicy::Offline),
+        "remove" => Ok(LostPolicy::Remove),
+        _ => Err(OptionError::BadValue {
+            name: "lost",
+            value,
+            expected: "\"offline\" or \"remove\"",
+        }),
+    }
+}
+
 /// Reads this backend's options from a request's options.
 pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOptions<'a>, OptionError<'a>> {
     let (mut strict, mut readonly, mut role) = (false, false, HaRole::Primary);
+    let mut lost = LostPolicy::Offline;
     // The first option naming the device: its name, value and meaning.
     let mut named: Option<(&'a str, &'a str, DeviceName<'a>)> = None;
     for (name, value) in options {
@@ -306,6 +333,7 @@ pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOpti
             b"strict" => strict = on_off("strict", text(value)?)?,
             b"readonly" => readonly = on_off("readonly", text(value)?)?,
             b"ha_role" => role = ha_role(text(value)?)?,
+            b"lost" => lost = lost_policy(text(value)?)?,
             _ => {}
         }
     }
@@ -315,6 +343,7 @@ pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOpti
         strict,
         readonly,
         ha_role: role,
+        lost,
     })
 }
 
@@ -439,8 +468,17 @@ mod tests {
                 device: DeviceName::Periph { driver: "da", unit: 1 },
                 strict: false,
                 readonly: true,
-                ha_role: HaRole::Primary
+                ha_role: HaRole::Primary,
+                lost: LostPolicy::Offline,
             }
+        );
+        assert_eq!(
+            opts(&[("device", "da1"), ("lost", "remove")]).unwrap().lost,
+            LostPolicy::Remove
+        );
+        assert_eq!(
+            format!("{}", opts(&[("device", "da1"), ("lost", "later")]).unwrap_err()),
+            "option \"lost\": \"later\" is not \"offline\" or \"remove\""
         );
         assert_eq!(
             opts(&[("device", "da1"), ("ha_role", "secondary")]).unwrap().ha_role,

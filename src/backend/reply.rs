@@ -8,7 +8,7 @@ use crate::kern::cam::{CamStatus, ScsiResult};
 use crate::kern::ctl::{Reply, SENSE_KEY_HARDWARE_ERROR};
 
 /// NOT READY.
-const SENSE_KEY_NOT_READY: u8 = 0x02;
+pub(super) const SENSE_KEY_NOT_READY: u8 = 0x02;
 /// ABORTED COMMAND: the initiator may retry.
 const SENSE_KEY_ABORTED_COMMAND: u8 = 0x0b;
 

@@ -8,6 +8,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use static_assertions::const_assert_eq;
 
@@ -368,6 +369,116 @@ impl Drop for PeriphRef {
         // SAFETY: this reference was counted by cam_periph_acquire (or handed
         // over by cam_periph_acquire_first/next) and is released once.
         unsafe { sys::cam_periph_release(self.0.as_ptr()) }
+    }
+}
+
+/// A LUN's periph reference, which the LUN can let go of while it lives
+/// (its device was lost) and bind again (the device returned).
+///
+/// Code reaches the periph only while *entered*: the backend enters when
+/// CTL hands it an I/O and leaves once it has completed it (and the request
+/// carrying it is back in the periph's pool), and anything else that needs
+/// the device enters for the time it does.  [`SharedPeriph::let_go`] stops
+/// new entries, and the reference is released once nobody is entered: by
+/// `let_go` itself, or by the last [`SharedPeriph::leave`].  That is what
+/// makes [`SharedPeriph::periph`] valid for an entered caller.
+pub struct SharedPeriph {
+    /// The periph; its reference is owned here while non-null.
+    periph: AtomicPtr<sys::cam_periph>,
+    /// Entered callers, and [`LETTING_GO`].
+    users: AtomicU32,
+}
+
+/// In [`SharedPeriph::users`]: no new caller may enter, and the last to
+/// leave takes the reference.
+const LETTING_GO: u32 = 1 << 31;
+
+impl SharedPeriph {
+    /// Shares `periph`.
+    pub fn new(periph: PeriphRef) -> SharedPeriph {
+        let p = periph.0.as_ptr();
+        mem::forget(periph);
+        SharedPeriph {
+            periph: AtomicPtr::new(p),
+            users: AtomicU32::new(0),
+        }
+    }
+
+    /// Enters, unless the periph is being let go (or was): then false, and
+    /// the caller must not use [`SharedPeriph::periph`].
+    #[must_use]
+    pub fn enter(&self) -> bool {
+        let mut n = self.users.load(Ordering::Acquire);
+        loop {
+            if n & LETTING_GO != 0 || n + 1 >= LETTING_GO {
+                return false;
+            }
+            match self
+                .users
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Leaves (after a successful [`SharedPeriph::enter`]); if this was
+    /// the last caller of a periph being let go, its reference is returned,
+    /// to be dropped without the periph's lock held.
+    pub fn leave(&self) -> Option<PeriphRef> {
+        let before = self.users.fetch_sub(1, Ordering::AcqRel);
+        if before == LETTING_GO | 1 { self.take() } else { None }
+    }
+
+    /// The periph, for an entered caller (else it may be gone: `None` when
+    /// it is).
+    pub fn periph(&self) -> Option<&Periph> {
+        let p = self.periph.load(Ordering::Acquire);
+        // SAFETY: the reference is held while anyone is entered (see the
+        // type's documentation), and the caller is.
+        NonNull::new(p).map(|p| unsafe { Periph::from_ptr(p.as_ptr()) })
+    }
+
+    /// Lets the periph go: nobody may enter any more; the reference is
+    /// returned now if nobody is entered, else the last to leave gets it.
+    /// Drop it without the periph's lock held.
+    pub fn let_go(&self) -> Option<PeriphRef> {
+        let before = self.users.fetch_or(LETTING_GO, Ordering::AcqRel);
+        if before == 0 { self.take() } else { None }
+    }
+
+    /// Binds a periph again once the old one was let go and released;
+    /// `periph` comes back otherwise.
+    pub fn bind(&self, periph: PeriphRef) -> Result<(), PeriphRef> {
+        if self.users.load(Ordering::Acquire) != LETTING_GO || !self.periph.load(Ordering::Acquire).is_null() {
+            return Err(periph);
+        }
+        self.periph.store(periph.0.as_ptr(), Ordering::Release);
+        mem::forget(periph);
+        self.users.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether a periph is bound and not being let go.
+    pub fn is_bound(&self) -> bool {
+        self.users.load(Ordering::Acquire) & LETTING_GO == 0
+    }
+
+    /// Whether the periph was let go and released (it can be bound again).
+    pub fn is_released(&self) -> bool {
+        self.periph.load(Ordering::Acquire).is_null()
+    }
+
+    fn take(&self) -> Option<PeriphRef> {
+        NonNull::new(self.periph.swap(ptr::null_mut(), Ordering::AcqRel)).map(PeriphRef)
+    }
+}
+
+impl Drop for SharedPeriph {
+    fn drop(&mut self) {
+        // Nobody can be entered: the LUN is going, after its last I/O.
+        drop(self.take());
     }
 }
 

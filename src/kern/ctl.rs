@@ -766,6 +766,7 @@ impl BeLun {
             MediaEvent::Stopped => sys::ctl_stop_lun,
             MediaEvent::Loaded => sys::ctl_lun_has_media,
             MediaEvent::Ejected => sys::ctl_lun_ejected,
+            MediaEvent::Gone => sys::ctl_lun_no_media,
         };
         // SAFETY: a LUN CTL holds (the caller has it from a reference or an
         // outstanding I/O); these always return 0.
@@ -784,6 +785,8 @@ pub enum MediaEvent {
     Loaded,
     /// The medium was ejected.
     Ejected,
+    /// The medium (here: the whole device) is gone.
+    Gone,
 }
 
 impl Clone for LunRef {

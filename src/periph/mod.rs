@@ -10,10 +10,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::backend::DeviceName;
 use crate::kern::alloc::{KBox, Wait};
-use crate::kern::cam::PeriphRef;
 use crate::kern::cam::{
     self, CamAddress, CamStatus, DeviceLocked, GetDev, Path, PeriphLock, PeriphLocked, SERIAL_NUM_LEN, SIM_NAME_LEN,
 };
+use crate::kern::cam::{Periph, PeriphRef};
 use crate::kern::errno::Errno;
 use crate::kern::fmt::FmtBuf;
 use crate::printf;
@@ -77,9 +77,10 @@ const NO_LUN: u32 = u32::MAX;
 const CLAIMED: u32 = u32::MAX - 1;
 
 /// The claim of a LUN on its device: a device backs at most one LUN.  It
-/// holds the periph reference the LUN keeps until CTL shuts it down.
+/// holds the periph reference the LUN keeps, and gives the device up when
+/// dropped, unless the LUN took the reference ([`Claim::into_ref`]).
 pub struct Claim {
-    periph: PeriphRef,
+    periph: Option<PeriphRef>,
 }
 
 impl Claim {
@@ -91,31 +92,42 @@ impl Claim {
             .lun
             .compare_exchange(NO_LUN, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => Ok(Claim { periph }),
+            Ok(_) => Ok(Claim { periph: Some(periph) }),
             Err(CLAIMED) => Err(None),
             Err(id) => Err(Some(id)),
         }
     }
 
     /// The claimed device's periph.
-    pub fn periph(&self) -> &PeriphRef {
-        &self.periph
+    pub fn periph(&self) -> Option<&PeriphRef> {
+        self.periph.as_ref()
     }
 
-    /// Records the number CTL gave the LUN.
-    pub fn set_lun(&self, id: u32) {
-        if let Some(s) = self.periph.softc() {
-            s.lun.store(id, Ordering::Release);
-        }
+    /// The periph reference, for the LUN, which gives the device up with
+    /// [`release`] when it is done with it.
+    pub fn into_ref(mut self) -> Option<PeriphRef> {
+        self.periph.take()
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if let Some(s) = self.periph.softc() {
-            s.lun.store(NO_LUN, Ordering::Release);
+        if let Some(p) = &self.periph {
+            release(p);
         }
     }
+}
+
+/// Records the number CTL gave the LUN the device of `periph` backs.
+pub fn set_lun(periph: &Periph, id: u32) {
+    if let Some(s) = periph.softc() {
+        s.lun.store(id, Ordering::Release);
+    }
+}
+
+/// Gives the device of `periph` up: it backs no LUN any more.
+pub fn release(periph: &Periph) {
+    set_lun(periph, NO_LUN);
 }
 
 /// Room for a device name (`ctlpass4294967295`).
@@ -306,6 +318,8 @@ pub fn ctor(lock: &PeriphLock<'_>, cgd: &GetDev) -> Result<KBox<Softc>, CamStatu
         Ascii(id.sim_name()),
         id.sim_unit,
     );
+    // An offline LUN may be waiting for this device.
+    crate::backend::devices_changed();
     Ok(softc)
 }
 
@@ -317,6 +331,8 @@ pub fn oninvalidate(lock: &mut PeriphLock<'_>) {
         softc.valid.store(false, Ordering::Release);
     }
     io::invalidate(lock);
+    // A LUN on the device goes offline (or away), from a task.
+    crate::backend::devices_changed();
 }
 
 /// The last reference to the periph is gone; its state is freed here.

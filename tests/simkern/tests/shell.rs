@@ -88,6 +88,7 @@ LUN Backend       Size (Blocks)   BS Serial Number    Device ID\x20\x20\x20\x20\
       lun_type=0
       periph=da0
       ctlpass=ctlpass0
+      state=online
       cam_path=0:0:0
       sim=mpr0
       devid=naa.5000c500a1b2c3d4
@@ -102,6 +103,7 @@ LUN Backend       Size (Blocks)   BS Serial Number    Device ID\x20\x20\x20\x20\
       lun_type=5
       periph=cd0
       ctlpass=ctlpass2
+      state=online
       cam_path=1:0:0
       sim=ahcich2
       maxio=131072
@@ -569,6 +571,7 @@ LUN Backend       Size (Blocks)   BS Serial Number    Device ID\x20\x20\x20\x20\
       lun_type=0
       periph=da7
       ctlpass=ctlpass4
+      state=online
       cam_path=0:3:0
       sim=mpr0
       devid=naa.5000c500deadbeef

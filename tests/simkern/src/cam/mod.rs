@@ -1537,6 +1537,17 @@ pub fn buses() -> Vec<BusInfo> {
         .collect()
 }
 
+/// The emulated device at `path_id:target:lun` (to plug it in again
+/// elsewhere, medium and all).
+pub fn device_of(path_id: u32, target: u32, lun: u64) -> Option<Arc<dyn ScsiDevice>> {
+    cam()
+        .state()
+        .devices
+        .iter()
+        .find(|d| (d.path_id, d.target, d.lun) == (path_id, target, lun))
+        .map(|d| d.state().emulated.clone())
+}
+
 /// Every device CAM knows as `(path_id, target, lun, present)`: a device
 /// that went away stays (not present) while a periph still refers to it,
 /// and a device plugged at its location becomes it again.

@@ -29,6 +29,8 @@
 //!   set to not abort started commands ([`set_abort_support`]), the abort
 //!   is refused with `CAM_UA_ABORT` and the command completes as it would
 //!   have.  Either way the completion comes from the SIM thread.
+//! - **Unplugging** ends the commands the device runs with
+//!   `CAM_DEV_NOT_THERE`; commands started later get it at once.
 //! - **Faults** ([`inject`], see `fault.rs`) are decided when a command
 //!   starts, in start order.
 //! - **Data** is `CAM_DATA_VADDR` (a kernel virtual address) or
@@ -584,8 +586,29 @@ impl Sim {
     }
 
     /// The device came back or went away.
-    pub(super) fn set_present(&self, present: bool) {
-        self.lock().present = present;
+    /// The device comes or goes; when it goes, the commands it runs end
+    /// at once with `CAM_DEV_NOT_THERE` (their data may have moved), as a
+    /// SIM completes a removed target's commands.
+    pub(super) fn set_present(self: &Arc<Self>, present: bool) {
+        let mut st = self.lock();
+        st.present = present;
+        if present || st.in_flight.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let flights = std::mem::take(&mut st.in_flight);
+        st.in_flight = flights
+            .into_iter()
+            .map(|Reverse(mut f)| {
+                f.deadline = now;
+                f.timed = false;
+                f.done.status = sys::CAM_DEV_NOT_THERE;
+                f.done.scsi_status = GOOD;
+                f.done.autosense = None;
+                Reverse(f)
+            })
+            .collect();
+        self.poke(st);
     }
 
     /// The device is freed: the SIM thread ends.

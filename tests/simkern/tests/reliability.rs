@@ -1,3 +1,5 @@
+//! What ctlpass does when things go wrong, under load.
+//!
 //! Task management on stock CTL: ABORT TASK, ABORT TASK SET, CLEAR TASK
 //! SET, LUN RESET and I_T NEXUS RESET only set `CTL_FLAG_ABORT` on the I/Os
 //! they hit, and the passthrough backend must notice.  Each test holds
@@ -8,6 +10,11 @@
 //! others with their own status, each exactly once; that CAM was asked to
 //! abort only the commands the device had; and that nothing is left
 //! queued, frozen or allocated.
+//!
+//! Hot-unplug: a device pulled with commands on it and queued for it; the
+//! LUN goes offline (or away, with `lost=remove`), its periph is freed,
+//! and it binds to the device again when it returns, anywhere on the
+//! buses.  And removal of a busy LUN followed by unload.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,6 +40,10 @@ const HELD: Duration = Duration::from_secs(10);
 const PROMPT: Duration = Duration::from_secs(3);
 
 fn disk(serial: &str, naa: u64) -> Arc<dyn ScsiDevice> {
+    disk_of(serial, naa, 1 << 20)
+}
+
+fn disk_of(serial: &str, naa: u64, blocks: u64) -> Arc<dyn ScsiDevice> {
     Arc::new(RamDisk::new(
         Identity {
             vendor: "SEAGATE".into(),
@@ -42,7 +53,7 @@ fn disk(serial: &str, naa: u64) -> Arc<dyn ScsiDevice> {
             naa: Some(naa),
             eui64: None,
         },
-        1 << 20,
+        blocks,
         512,
     ))
 }
@@ -50,6 +61,11 @@ fn disk(serial: &str, naa: u64) -> Arc<dyn ScsiDevice> {
 /// A machine with `n` disks (targets 0..n), the module loaded, a LUN on
 /// each, and the power-on unit attention taken by initiators 0 and 1.
 fn machine(n: u32) -> (Machine, Vec<u32>) {
+    machine_with(n, &[])
+}
+
+/// [`machine`], with `options` for every LUN.
+fn machine_with(n: u32, options: &[(&str, &str)]) -> (Machine, Vec<u32>) {
     let devices = (0..n)
         .map(|t| DeviceSpec {
             target: t,
@@ -71,7 +87,10 @@ fn machine(n: u32) -> (Machine, Vec<u32>) {
     m.kldload().expect("kldload ctlpass");
     let luns = (0..n)
         .map(|t| {
-            let r = ctl::lun_request("passthrough", &Request::create(), &[("cam", &format!("0:{t}:0"))]);
+            let cam = format!("0:{t}:0");
+            let mut opts = vec![("cam", cam.as_str())];
+            opts.extend_from_slice(options);
+            let r = ctl::lun_request("passthrough", &Request::create(), &opts);
             assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
             let lun = r.created.expect("a LUN").3;
             for initiator in 0..2 {
@@ -419,4 +438,165 @@ fn a_command_waiting_for_a_buffer_is_aborted_at_once() {
     assert_eq!((s.started - started, s.aborted), (1, 1));
     assert_idle(0);
     shut_down(m, &luns);
+}
+
+// --- hot-unplug, rebind, removal under load ---
+
+/// The ctlpass periphs at target `t` of bus 0: (unit, valid).
+fn ctlpass_periphs(t: u32) -> Vec<(u32, bool)> {
+    cam::periphs("ctlpass")
+        .into_iter()
+        .filter(|p| (p.1, p.2, p.3) == (0, t, 0))
+        .map(|p| (p.0, p.5))
+        .collect()
+}
+
+/// The `state` `ctladm devlist -v` shows for LUN `lun`.
+fn lun_state(lun: u32) -> Option<String> {
+    let xml = ctl::lun_list_xml();
+    let start = xml.find(&format!("<lun id=\"{lun}\">"))?;
+    let rest = &xml[start..];
+    let rest = &rest[rest.find("<state>")? + 7..];
+    Some(rest[..rest.find('<')?].to_owned())
+}
+
+fn sense_of(r: &Response) -> (u8, u8, u8) {
+    (r.sense[2] & 0xf, r.sense[12], r.sense[13])
+}
+
+#[test]
+fn an_unplugged_device_takes_its_lun_offline_and_its_periph_away() {
+    let (m, luns) = machine(1);
+    let lun = luns[0];
+    good(&ctl::execute(lun, &write16(4000, &[0x77; 4096])));
+    cam::set_openings(0, 0, 0, 4);
+    hold(0, 1000..1004, 4);
+    let sent: Vec<Sent> = (0..6).map(|i| send(lun, read16(1000 + i, 1))).collect();
+    wait_for(
+        || queues(0).active == 4 && queues(0).incoming == 2,
+        "4 running, 2 queued",
+    );
+    let t0 = Instant::now();
+    m.unplug(0, 0, 0);
+    // Every command ends, once, with NOT READY (LOGICAL UNIT NOT READY):
+    // the device's four came back DEV_NOT_THERE, the queued two never ran.
+    for (resp, when) in collect(sent) {
+        assert_eq!(resp.status, 0x02, "{resp:?}");
+        assert_eq!(sense_of(&resp), (0x2, 0x04, 0x00));
+        assert!(when - t0 < PROMPT);
+    }
+    // The periph goes (CAM could attach a new one); the LUN stays,
+    // offline, and CTL answers for it: not ready, intervention required
+    // (a fixed disk without its medium).
+    wait_for(|| ctlpass_periphs(0).is_empty(), "the periph to be freed");
+    assert!(
+        m.dmesg()
+            .contains("ctlpass: LUN 0: da0 is lost; offline until it returns")
+    );
+    assert_eq!(lun_state(lun).as_deref(), Some("offline"));
+    let r = ctl::execute(lun, &read16(4000, 8));
+    assert_eq!((r.status, sense_of(&r)), (0x02, (0x2, 0x04, 0x03)), "{r:?}");
+    // A modify says why it cannot read the capacity.
+    let r = ctl::lun_request("passthrough", &Request::Modify { lun_id: lun, size: 0 }, &[]);
+    assert_eq!(r.error, "da0 is lost; the LUN is offline until it returns");
+    assert_eq!(ctl::luns(), vec![lun]);
+    shut_down(m, &luns);
+}
+
+#[test]
+fn a_device_that_returns_anywhere_brings_its_lun_back() {
+    let (m, luns) = machine(1);
+    let lun = luns[0];
+    let pattern: Vec<u8> = (0..4096).map(|i| (i % 251) as u8).collect();
+    good(&ctl::execute(lun, &write16(4000, &pattern)));
+    // Keep the device's medium: unplug and plug the same disk back, at
+    // another target.
+    let device = cam::device_of(0, 0, 0).expect("the device");
+    m.unplug(0, 0, 0);
+    wait_for(|| lun_state(lun).as_deref() == Some("offline"), "the LUN to go offline");
+    wait_for(|| ctlpass_periphs(0).is_empty(), "the periph to be freed");
+    m.plug(
+        0,
+        DeviceSpec {
+            target: 7,
+            lun: 0,
+            device,
+        },
+    );
+    wait_for(|| lun_state(lun).as_deref() == Some("online"), "the LUN to come back");
+    assert!(
+        m.dmesg().contains("ctlpass: LUN 0: da0 is back; online"),
+        "{}",
+        m.dmesg()
+    );
+    let r = ctl::execute(lun, &read16(4000, 8));
+    good(&r);
+    assert_eq!(r.data, pattern);
+    // The same capacity: no unit attention.
+    good(&ctl::execute(lun, &Cmd::none(&[0; 6])));
+    // Again, and the disk returns larger: CAPACITY DATA HAS CHANGED.
+    m.unplug(0, 7, 0);
+    wait_for(|| ctlpass_periphs(7).is_empty(), "the periph to be freed");
+    let bigger = disk_of("Z1Z3TMF0", 0x5000_c500_a1b2_d000, 1 << 21);
+    m.plug(
+        0,
+        DeviceSpec {
+            target: 3,
+            lun: 0,
+            device: bigger,
+        },
+    );
+    wait_for(|| lun_state(lun).as_deref() == Some("online"), "the LUN to come back");
+    let ua = ctl::execute(lun, &Cmd::none(&[0; 6]));
+    assert_eq!(sense_of(&ua), (0x6, 0x2a, 0x09), "{ua:?}");
+    let cap = ctl::execute(
+        lun,
+        &Cmd::read(&[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], 32),
+    );
+    assert_eq!(cap.data[..8], ((1u64 << 21) - 1).to_be_bytes());
+    assert_idle(3);
+    shut_down(m, &luns);
+}
+
+#[test]
+fn lost_remove_removes_the_lun() {
+    let (m, luns) = machine_with(1, &[("lost", "remove")]);
+    hold(0, 1000..1001, 1);
+    let held = send(luns[0], read16(1000, 1));
+    wait_for(|| queues(0).active == 1, "the held read");
+    m.unplug(0, 0, 0);
+    let (resp, _) = held.thread.join().expect("initiator");
+    assert_eq!(sense_of(&resp), (0x2, 0x04, 0x00));
+    wait_for(|| ctl::luns().is_empty(), "the LUN to go");
+    wait_for(|| ctlpass_periphs(0).is_empty(), "the periph to be freed");
+    assert!(m.dmesg().contains("ctlpass: LUN 0: da0 is lost; removing the LUN"));
+    m.kldunload().expect("kldunload ctlpass");
+    assert_eq!(malloc::leaks(), Vec::<String>::new());
+    drop(m);
+}
+
+#[test]
+fn a_busy_lun_removed_then_unloaded_leaves_nothing_behind() {
+    let (m, luns) = machine(1);
+    let lun = luns[0];
+    assert_eq!(m.kldunload(), Err(sys::EBUSY as i32), "unload with a LUN is refused");
+    let slow = Duration::from_millis(400);
+    cam::inject(
+        0,
+        0,
+        0,
+        Fault::new(Match::any().lbas(0..64), Effect::Delay(slow)).times(8),
+    );
+    let sent: Vec<Sent> = (0..8).map(|i| send(lun, write16(i * 8, &[i as u8; 4096]))).collect();
+    wait_for(|| queues(0).active == 8, "eight running writes");
+    // Remove waits for the writes to finish, as CTL does.
+    let r = ctl::lun_request("passthrough", &Request::Remove { lun_id: lun }, &[]);
+    assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
+    for (resp, _) in collect(sent) {
+        good(&resp);
+    }
+    m.kldunload().expect("kldunload ctlpass");
+    assert_eq!(malloc::leaks(), Vec::<String>::new());
+    assert_eq!(simkern::callout::pending(), 0);
+    drop(m);
 }
