@@ -11,7 +11,7 @@
 
 use core::ffi::CStr;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::identity::{self, About, Plan, PlanError, Probe};
 use super::io::IoLimits;
@@ -158,6 +158,9 @@ pub struct Lun {
     device: SharedPeriph,
     /// The unit number of the periph bound last (`ctlpassN`).
     unit: AtomicU32,
+    /// The device is bound and CTL knows it has its medium: cleared when
+    /// the device is lost, set once it is back.
+    online: AtomicBool,
     /// What becomes of the LUN when its device is lost.
     pub(super) lost: LostPolicy,
     /// The device's unit serial number, by which (or by `devid`) it is
@@ -205,9 +208,25 @@ impl Lun {
         self.name.as_str()
     }
 
-    /// Records the unit of a periph bound again.
-    pub(super) fn set_unit(&self, unit: u32) {
-        self.unit.store(unit, Ordering::Relaxed);
+    /// The device is lost: the LUN lets its periph go (the last I/O to
+    /// leave releases it if any is left).
+    pub(super) fn lose_device(&self) {
+        self.online.store(false, Ordering::Release);
+        drop(self.device.let_go());
+    }
+
+    /// CTL is done with the LUN: the device backs no LUN any more, and its
+    /// periph reference goes.
+    pub(super) fn close_device(&self) {
+        self.online.store(false, Ordering::Release);
+        if self.device.enter() {
+            if let Some(p) = self.device.periph() {
+                periph::io::trim(p);
+                periph::release(p);
+            }
+            drop(self.device.leave());
+        }
+        drop(self.device.close());
     }
 
     /// Writes `lun_info`'s elements.  Called with CTL's mutexes held: reads
@@ -215,7 +234,11 @@ impl Lun {
     pub fn info(&self, sb: &mut Sbuf) {
         sb.element("periph", format_args!("{}", self.name.as_str()));
         sb.element("ctlpass", format_args!("ctlpass{}", self.unit.load(Ordering::Relaxed)));
-        let state = if self.device.is_bound() { "online" } else { "offline" };
+        let state = if self.online.load(Ordering::Acquire) {
+            "online"
+        } else {
+            "offline"
+        };
         sb.element("state", format_args!("{state}"));
         sb.element("cam_path", format_args!("{}", self.address));
         sb.element("sim", format_args!("{}", self.sim.as_str()));
@@ -540,6 +563,7 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let lun = Lun {
         device: SharedPeriph::new(periph),
         unit: AtomicU32::new(unit),
+        online: AtomicBool::new(true),
         lost: opts.lost,
         serial,
         name,
@@ -679,26 +703,23 @@ pub(super) fn rebind(lun: &LunRef) -> bool {
         return false;
     }
     let unit = p.unit_number();
+    claim.set_lun(lun.id());
     let Some(periph) = claim.into_ref() else {
         return false;
     };
     if let Err(periph) = l.device.bind(periph) {
+        // The LUN is being removed.
         periph::release(&periph);
         return false;
     }
-    if l.device.enter() {
-        if let Some(p) = l.device.periph() {
-            periph::set_lun(p, lun.id());
-        }
-        drop(l.device.leave());
-    }
-    l.set_unit(unit);
+    l.unit.store(unit, Ordering::Relaxed);
     if let Some(c) = cap {
         if c.last_lba != maxlba {
             lun.capacity_changed(c.last_lba, u16::from(c.physical_exponent), c.lowest_aligned);
         }
         lun.media_event(MediaEvent::Loaded);
     }
+    l.online.store(true, Ordering::Release);
     printf!("ctlpass: LUN {}: {} is back; online\n", lun.id(), name.as_str());
     true
 }

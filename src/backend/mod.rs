@@ -188,15 +188,9 @@ pub fn lun_shutdown(lun: LunRef) {
         }
         released
     };
-    // The pools' memory goes back; the periph reference may be released
-    // here, without the lock.
-    let device = lun.lun().device();
-    if device.enter() {
-        if let Some(p) = device.periph() {
-            crate::periph::io::trim(p);
-        }
-        drop(device.leave());
-    }
+    // The device is free for another LUN, the pools' memory goes back and
+    // the periph reference is released, without the lock.
+    lun.lun().close_device();
     drop(released);
     drop(lun);
 }
@@ -263,8 +257,7 @@ fn devices_changed_task() {
                 } else {
                     lun.media_event(MediaEvent::Gone);
                 }
-                // The last I/O to leave releases the periph if any is left.
-                drop(lun.lun().device().let_go());
+                lun.lun().lose_device();
             }
             Change::Offline(lun) => {
                 if lun::rebind(&lun) {

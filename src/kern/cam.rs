@@ -392,6 +392,10 @@ pub struct SharedPeriph {
 /// In [`SharedPeriph::users`]: no new caller may enter, and the last to
 /// leave takes the reference.
 const LETTING_GO: u32 = 1 << 31;
+/// In [`SharedPeriph::users`]: no periph may be bound again.
+const CLOSED: u32 = 1 << 30;
+/// The count of entered callers in [`SharedPeriph::users`].
+const USERS: u32 = CLOSED - 1;
 
 impl SharedPeriph {
     /// Shares `periph`.
@@ -410,7 +414,7 @@ impl SharedPeriph {
     pub fn enter(&self) -> bool {
         let mut n = self.users.load(Ordering::Acquire);
         loop {
-            if n & LETTING_GO != 0 || n + 1 >= LETTING_GO {
+            if n & LETTING_GO != 0 || n & USERS == USERS {
                 return false;
             }
             match self
@@ -428,7 +432,11 @@ impl SharedPeriph {
     /// to be dropped without the periph's lock held.
     pub fn leave(&self) -> Option<PeriphRef> {
         let before = self.users.fetch_sub(1, Ordering::AcqRel);
-        if before == LETTING_GO | 1 { self.take() } else { None }
+        if before & LETTING_GO != 0 && before & USERS == 1 {
+            self.take()
+        } else {
+            None
+        }
     }
 
     /// The periph, for an entered caller (else it may be gone: `None` when
@@ -444,8 +452,22 @@ impl SharedPeriph {
     /// returned now if nobody is entered, else the last to leave gets it.
     /// Drop it without the periph's lock held.
     pub fn let_go(&self) -> Option<PeriphRef> {
-        let before = self.users.fetch_or(LETTING_GO, Ordering::AcqRel);
-        if before == 0 { self.take() } else { None }
+        self.stop(LETTING_GO)
+    }
+
+    /// Lets the periph go for good (the LUN is gone): as
+    /// [`SharedPeriph::let_go`], and no periph can be bound again.
+    pub fn close(&self) -> Option<PeriphRef> {
+        self.stop(LETTING_GO | CLOSED)
+    }
+
+    fn stop(&self, bits: u32) -> Option<PeriphRef> {
+        let before = self.users.fetch_or(bits, Ordering::AcqRel);
+        if before & (LETTING_GO | USERS) == 0 {
+            self.take()
+        } else {
+            None
+        }
     }
 
     /// Binds a periph again once the old one was let go and released;

@@ -103,6 +103,13 @@ impl Claim {
         self.periph.as_ref()
     }
 
+    /// Records the number CTL gave the LUN.
+    pub fn set_lun(&self, id: u32) {
+        if let Some(p) = &self.periph {
+            set_lun(p, id);
+        }
+    }
+
     /// The periph reference, for the LUN, which gives the device up with
     /// [`release`] when it is done with it.
     pub fn into_ref(mut self) -> Option<PeriphRef> {

@@ -15,6 +15,13 @@
 //! LUN goes offline (or away, with `lost=remove`), its periph is freed,
 //! and it binds to the device again when it returns, anywhere on the
 //! buses.  And removal of a busy LUN followed by unload.
+//!
+//! The fault matrix: every CAM status class, CHECK CONDITION with each
+//! sense key, BUSY, TASK SET FULL, RESERVATION CONFLICT, device loss,
+//! allocation failure, data move failure and abort, on READ, WRITE,
+//! SYNCHRONIZE CACHE, UNMAP and COMPARE AND WRITE, one at a time and 32 at
+//! once: each command ends once with the status the table says, nothing
+//! stays queued or frozen, and the LUN serves the same command afterwards.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use ctlpass::backend::DeviceName;
 use ctlpass::periph::io::QueueCounts;
-use simkern::cam::{self, BusSpec, DeviceSpec, Effect, Fault, Match};
-use simkern::ctl::frontend::Response;
+use simkern::cam::{self, BusSpec, DeviceSpec, Effect, Fault, Match, fixed_sense};
+use simkern::ctl::frontend::{self, Response};
 use simkern::ctl::{self, Cmd, Request, Tmf};
 use simkern::devices::{Identity, RamDisk, ScsiDevice};
 use simkern::{Config, Machine, malloc, sys};
@@ -44,18 +51,21 @@ fn disk(serial: &str, naa: u64) -> Arc<dyn ScsiDevice> {
 }
 
 fn disk_of(serial: &str, naa: u64, blocks: u64) -> Arc<dyn ScsiDevice> {
-    Arc::new(RamDisk::new(
-        Identity {
-            vendor: "SEAGATE".into(),
-            product: "ST4000NM0023".into(),
-            revision: "0004".into(),
-            serial: serial.into(),
-            naa: Some(naa),
-            eui64: None,
-        },
-        blocks,
-        512,
-    ))
+    Arc::new(
+        RamDisk::new(
+            Identity {
+                vendor: "SEAGATE".into(),
+                product: "ST4000NM0023".into(),
+                revision: "0004".into(),
+                serial: serial.into(),
+                naa: Some(naa),
+                eui64: None,
+            },
+            blocks,
+            512,
+        )
+        .with_unmap(true),
+    )
 }
 
 /// A machine with `n` disks (targets 0..n), the module loaded, a LUN on
@@ -555,7 +565,12 @@ fn a_device_that_returns_anywhere_brings_its_lun_back() {
     );
     assert_eq!(cap.data[..8], ((1u64 << 21) - 1).to_be_bytes());
     assert_idle(3);
-    shut_down(m, &luns);
+    // Removed, the LUN gives the device up: it can be exported again.
+    let r = ctl::lun_request("passthrough", &Request::Remove { lun_id: lun }, &[]);
+    assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
+    let r = ctl::lun_request("passthrough", &Request::create(), &[("cam", "0:3:0")]);
+    assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
+    shut_down(m, &[r.created.expect("a LUN").3]);
 }
 
 #[test]
@@ -599,4 +614,269 @@ fn a_busy_lun_removed_then_unloaded_leaves_nothing_behind() {
     assert_eq!(malloc::leaks(), Vec::<String>::new());
     assert_eq!(simkern::callout::pending(), 0);
     drop(m);
+}
+
+// --- the fault matrix ---
+
+/// A command of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Sync,
+    Unmap,
+    CompareAndWrite,
+}
+
+const KINDS: [Kind; 5] = [Kind::Read, Kind::Write, Kind::Sync, Kind::Unmap, Kind::CompareAndWrite];
+
+impl Kind {
+    /// The operation codes the device sees for it.
+    fn opcodes(self) -> &'static [u8] {
+        match self {
+            Kind::Read => &[0x28, 0x88],
+            Kind::Write => &[0x2a, 0x8a],
+            Kind::Sync => &[0x35, 0x91],
+            Kind::Unmap => &[0x42],
+            Kind::CompareAndWrite => &[0x89],
+        }
+    }
+
+    /// The `i`th command of this kind (each on its own blocks).
+    fn cmd(self, i: u64) -> Cmd {
+        match self {
+            Kind::Read => read16(10_000 + i * 8, 8),
+            Kind::Write => write16(20_000 + i * 8, &[i as u8; 4096]),
+            Kind::Sync => {
+                let lba = (30_000 + i * 8) as u32;
+                let mut c = vec![0x35, 0];
+                c.extend_from_slice(&lba.to_be_bytes());
+                c.extend_from_slice(&[0, 0, 8, 0]);
+                Cmd::none(&c)
+            }
+            Kind::Unmap => {
+                let mut list = vec![0, 22, 0, 16, 0, 0, 0, 0];
+                list.extend_from_slice(&(40_000 + i * 8).to_be_bytes());
+                list.extend_from_slice(&8u32.to_be_bytes());
+                list.extend_from_slice(&[0; 4]);
+                Cmd::write(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], &list)
+            }
+            Kind::CompareAndWrite => {
+                // Compare zeros with zeros, write zeros: GOOD on a healthy
+                // device, and the blocks stay as they were.
+                let mut c = vec![0x89, 0];
+                c.extend_from_slice(&(50_000 + i).to_be_bytes());
+                c.extend_from_slice(&[0, 0, 0, 1, 0, 0]);
+                Cmd::write(&c, &[0; 1024])
+            }
+        }
+    }
+}
+
+/// What goes wrong in a cell.
+#[derive(Clone, Debug)]
+enum Trouble {
+    /// The SIM ends the command with this CAM status.
+    Cam(u32),
+    /// The device answers with this status and sense.
+    Status(u8, Vec<u8>),
+    /// The device is pulled while the commands run.
+    Loss,
+    /// M_NOWAIT allocations of the module fail (on a LUN with empty pools).
+    NoMemory,
+    /// Every data move fails in the transport.
+    Datamove,
+    /// ABORT TASK SET while the commands run.
+    Abort,
+}
+
+/// What the initiator must get.
+#[derive(Clone, Debug, PartialEq)]
+enum Want {
+    Good,
+    Verbatim(u8, Vec<u8>),
+    Sense(u8, u8, u8),
+    Busy,
+    Aborted,
+}
+
+fn want(trouble: &Trouble, kind: Kind) -> Want {
+    match trouble {
+        Trouble::Cam(c) => match *c {
+            sys::CAM_CMD_TIMEOUT => Want::Sense(0xb, 0x2e, 0x02),
+            sys::CAM_REQ_ABORTED => Want::Sense(0xb, 0x45, 0x00),
+            sys::CAM_UNCOR_PARITY => Want::Sense(0xb, 0x47, 0x00),
+            sys::CAM_DATA_RUN_ERR => Want::Sense(0xb, 0x4b, 0x00),
+            sys::CAM_DEV_NOT_THERE | sys::CAM_SEL_TIMEOUT => Want::Sense(0x2, 0x04, 0x00),
+            sys::CAM_BUSY | sys::CAM_SCSI_BUSY | sys::CAM_RESRC_UNAVAIL | sys::CAM_REQUEUE_REQ => Want::Busy,
+            _ => Want::Sense(0x4, 0x44, 0x00),
+        },
+        Trouble::Status(status, sense) => Want::Verbatim(*status, sense.clone()),
+        Trouble::Loss => Want::Sense(0x2, 0x04, 0x00),
+        Trouble::NoMemory => Want::Busy,
+        Trouble::Datamove if kind == Kind::Sync => Want::Good,
+        Trouble::Datamove => Want::Sense(0x4, 0x44, 0x00),
+        Trouble::Abort => Want::Aborted,
+    }
+}
+
+fn matches(r: &Response, w: &Want) -> bool {
+    match w {
+        Want::Good => r.status == 0 && r.sense.is_empty(),
+        Want::Verbatim(status, sense) => r.status == *status && &r.sense == sense,
+        Want::Sense(k, a, q) => r.status == 0x02 && r.sense.len() >= 14 && sense_of(r) == (*k, *a, *q),
+        Want::Busy => r.status == 0x08 && r.sense.is_empty(),
+        Want::Aborted => r.status == TASK_ABORTED,
+    }
+}
+
+fn troubles() -> Vec<Trouble> {
+    let mut v: Vec<Trouble> = [
+        sys::CAM_CMD_TIMEOUT,
+        sys::CAM_REQ_ABORTED,
+        sys::CAM_UNCOR_PARITY,
+        sys::CAM_DATA_RUN_ERR,
+        sys::CAM_DEV_NOT_THERE,
+        sys::CAM_SEL_TIMEOUT,
+        sys::CAM_BUSY,
+        sys::CAM_SCSI_BUSY,
+        sys::CAM_RESRC_UNAVAIL,
+        sys::CAM_REQUEUE_REQ,
+        sys::CAM_REQ_CMP_ERR,
+        sys::CAM_SCSI_BUS_RESET,
+        sys::CAM_REQ_TERMIO,
+        sys::CAM_AUTOSENSE_FAIL,
+    ]
+    .into_iter()
+    .map(Trouble::Cam)
+    .collect();
+    for key in 0x0..=0xe {
+        v.push(Trouble::Status(0x02, fixed_sense(key, 0x11, key, None)));
+    }
+    v.push(Trouble::Status(0x08, Vec::new()));
+    v.push(Trouble::Status(0x28, Vec::new()));
+    v.push(Trouble::Status(0x18, Vec::new()));
+    v.extend([Trouble::Loss, Trouble::NoMemory, Trouble::Datamove, Trouble::Abort]);
+    v
+}
+
+/// Runs one cell: `qd` commands of `kind` at once under `trouble` on LUN
+/// `lun` (device at target 0); returns the LUN (a new one after
+/// [`Trouble::NoMemory`]) and the failures seen.
+fn cell(m: &Machine, lun: u32, trouble: &Trouble, kind: Kind, qd: u64) -> (u32, Vec<String>) {
+    let mut lun = lun;
+    let mut failures = Vec::new();
+    let what = format!("{trouble:?} on {kind:?} at QD{qd}");
+    let cmds: Vec<Cmd> = (0..qd).map(|i| kind.cmd(i)).collect();
+    let hold_all = || {
+        let f = Fault::new(Match::opcodes(kind.opcodes()), Effect::Delay(HELD)).always();
+        cam::inject(0, 0, 0, f);
+    };
+    let responses = match trouble {
+        Trouble::Cam(c) => {
+            cam::inject(
+                0,
+                0,
+                0,
+                Fault::new(Match::opcodes(kind.opcodes()), Effect::Cam(*c)).always(),
+            );
+            ctl::run(lun, cmds, qd as usize)
+        }
+        Trouble::Status(status, sense) => {
+            let effect = Effect::Status {
+                status: *status,
+                sense: sense.clone(),
+            };
+            cam::inject(0, 0, 0, Fault::new(Match::opcodes(kind.opcodes()), effect).always());
+            ctl::run(lun, cmds, qd as usize)
+        }
+        Trouble::Datamove => {
+            frontend::set_failing_moves(true);
+            let r = ctl::run(lun, cmds, qd as usize);
+            frontend::set_failing_moves(false);
+            r
+        }
+        Trouble::NoMemory => {
+            // A LUN of its own, whose pools are empty.
+            let r = ctl::lun_request("passthrough", &Request::Remove { lun_id: lun }, &[]);
+            assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
+            let r = ctl::lun_request("passthrough", &Request::create(), &[("cam", "0:0:0")]);
+            assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
+            lun = r.created.expect("a LUN").3;
+            for initiator in 0..2 {
+                ctl::execute(lun, &from(initiator, Cmd::none(&[0; 6])));
+            }
+            malloc::fail_nowait("ctlpass", u64::MAX);
+            let r = ctl::run(lun, cmds, qd as usize);
+            malloc::fail_nowait("ctlpass", 0);
+            r
+        }
+        Trouble::Loss | Trouble::Abort => {
+            hold_all();
+            let runner = std::thread::spawn(move || ctl::run(lun, cmds, qd as usize));
+            wait_for(|| queues(0).active == qd as usize, "the commands to run");
+            if matches!(trouble, Trouble::Loss) {
+                let device = cam::device_of(0, 0, 0).expect("the device");
+                m.unplug(0, 0, 0);
+                let r = runner.join().expect("the initiator");
+                wait_for(|| lun_state(lun).as_deref() == Some("offline"), "the LUN to go offline");
+                wait_for(|| ctlpass_periphs(0).is_empty(), "the periph to be freed");
+                m.plug(
+                    0,
+                    DeviceSpec {
+                        target: 0,
+                        lun: 0,
+                        device,
+                    },
+                );
+                wait_for(|| lun_state(lun).as_deref() == Some("online"), "the LUN to return");
+                r
+            } else {
+                ctl::task_management(Tmf::AbortTaskSet { lun, initiator: 0 });
+                runner.join().expect("the initiator")
+            }
+        }
+    };
+    cam::clear_faults(0, 0, 0);
+    let w = want(trouble, kind);
+    for (i, r) in responses.iter().enumerate() {
+        if !matches(r, &w) {
+            failures.push(format!(
+                "{what}: command {i}: got status {:#04x} sense {:02x?}, want {w:?}",
+                r.status, r.sense
+            ));
+        }
+    }
+    let q = queues(0);
+    if (q.incoming, q.active, cam::frozen(0, 0, 0)) != (0, 0, 0) {
+        failures.push(format!("{what}: left {q:?}, frozen {}", cam::frozen(0, 0, 0)));
+    }
+    let after = ctl::execute(lun, &kind.cmd(0));
+    if !matches(&after, &Want::Good) {
+        failures.push(format!("{what}: afterwards {kind:?} got {after:?}"));
+    }
+    (lun, failures)
+}
+
+#[test]
+fn the_fault_matrix_ends_every_command_once_as_the_table_says() {
+    let (m, luns) = machine(1);
+    let mut lun = luns[0];
+    let mut failures = Vec::new();
+    let mut cells = 0;
+    for trouble in troubles() {
+        for kind in KINDS {
+            for qd in [1, 32] {
+                let (l, f) = cell(&m, lun, &trouble, kind, qd);
+                lun = l;
+                failures.extend(f);
+                cells += 1;
+            }
+        }
+    }
+    assert_eq!(failures, Vec::<String>::new());
+    // 14 CAM statuses, 15 sense keys, 3 other statuses, loss, memory,
+    // data moves, abort; five commands; two queue depths.
+    assert_eq!(cells, 36 * 5 * 2);
+    shut_down(m, &[lun]);
 }

@@ -58,6 +58,10 @@ pub const WORKERS: usize = 1;
 /// initiator's buffer.
 pub const PORT_STATUS_OVERRUN: u32 = 1;
 
+/// `port_status` of a data move that failed in the transport
+/// ([`set_failing_moves`]: the connection dropped, a digest error).
+pub const PORT_STATUS_TRANSPORT: u32 = 2;
+
 /// How many kernel buffer segments [`DatamoveStats::segments`] keeps.
 pub const SEGMENT_LOG_LIMIT: usize = 1 << 20;
 
@@ -440,6 +444,14 @@ pub fn set_zero_copy(on: bool) {
     ZERO_COPY.store(on, Ordering::Relaxed);
 }
 
+static FAILING_MOVES: AtomicBool = AtomicBool::new(false);
+
+/// Whether every data move fails in the transport (`port_status`
+/// [`PORT_STATUS_TRANSPORT`], no data moved), as when connections drop.
+pub fn set_failing_moves(on: bool) {
+    FAILING_MOVES.store(on, Ordering::Relaxed);
+}
+
 /// Whether DATA-IN moves complete later on the port's threads (`samethr`
 /// false) instead of at once as cfiscsi's do (the default).
 pub fn set_deferred_data_in(on: bool) {
@@ -616,7 +628,10 @@ unsafe fn serve(io: *mut sys::ctl_io, samethr: bool) {
         let len = (*s).kern_data_len as usize;
         let data_in = (*io).io_hdr.flags & sys::CTL_FLAG_DATA_MASK == sys::CTL_FLAG_DATA_IN;
         let copy = !ZERO_COPY.load(Ordering::Relaxed);
-        let (segs, moved) = if data_in {
+        let (segs, moved) = if FAILING_MOVES.load(Ordering::Relaxed) {
+            (*io).io_hdr.port_status = PORT_STATUS_TRANSPORT;
+            (Vec::new(), 0)
+        } else if data_in {
             if off.saturating_add(len) > task.read_len {
                 (*io).io_hdr.port_status = PORT_STATUS_OVERRUN;
                 (Vec::new(), 0)
@@ -745,6 +760,7 @@ pub(super) fn start_port() {
     reset_datamove_stats();
     set_zero_copy(false);
     set_deferred_data_in(false);
+    set_failing_moves(false);
     spawn_threads();
 }
 
