@@ -39,6 +39,10 @@ pub struct IoLimits {
     pub unmap: Option<UnmapLimits>,
     /// Blocks of one WRITE SAME (the device's limit, else the CDB's).
     pub write_same_blocks: u32,
+    /// Blocks of one COMPARE AND WRITE (of each half): the device takes
+    /// both halves in one command, which neither the SIM's `maxio` nor a
+    /// buffer lets exceed, nor the device's own limit.
+    pub compare_and_write_blocks: u32,
 }
 
 impl IoLimits {
@@ -51,6 +55,7 @@ impl IoLimits {
             bytes = bytes.min(max.saturating_mul(bs));
         }
         let l = limits.unwrap_or_default();
+        let both_halves = max_io.min(BUF_MAX as u32) / bs / 2;
         IoLimits {
             chunk_blocks: (bytes / bs).max(1),
             unmap: can_unmap.then_some(UnmapLimits {
@@ -60,6 +65,10 @@ impl IoLimits {
             write_same_blocks: match u32::try_from(l.max_write_same) {
                 Ok(0) | Err(_) => u32::MAX,
                 Ok(n) => n,
+            },
+            compare_and_write_blocks: match l.max_compare_and_write {
+                0 => both_halves,
+                n => both_halves.min(u32::from(n)),
             },
         }
     }
@@ -263,6 +272,16 @@ fn plan(io: &CtlIo, bs: u32, limits: IoLimits) -> Plan {
         Completion::DataSubmit if opcode == sbc::COMPARE_AND_WRITE && flags & llf::WRITE != 0 => {
             // CTL's write phase: the device compared and wrote atomically.
             Plan::Reply(Reply::Success)
+        }
+        Completion::DataSubmit if opcode == sbc::COMPARE_AND_WRITE && len > limits.compare_and_write_blocks => {
+            // INVALID FIELD IN CDB (NUMBER OF LOGICAL BLOCKS), as the
+            // device answers beyond its MAXIMUM COMPARE AND WRITE LENGTH
+            // (CTL advertises 255 whatever the device takes).
+            Plan::Reply(Reply::Sense {
+                key: ILLEGAL_REQUEST,
+                asc: 0x24,
+                ascq: 0x00,
+            })
         }
         Completion::DataSubmit if opcode == sbc::COMPARE_AND_WRITE => {
             let blocks = u8::try_from(len).unwrap_or(u8::MAX);
@@ -789,6 +808,17 @@ mod tests {
             })
         );
         assert_eq!(l.write_same_blocks, 2048);
+        assert_eq!(l.compare_and_write_blocks, 128, "both halves within 1 MiB");
+        let caw = |max_io, bs, max| {
+            let page = BlockLimits {
+                max_compare_and_write: max,
+                ..BlockLimits::default()
+            };
+            IoLimits::new(max_io, bs, Some(page), false).compare_and_write_blocks
+        };
+        assert_eq!(caw(1 << 20, 512, 255), 255, "the device's limit");
+        assert_eq!(caw(64 * 1024, 512, 255), 64, "both halves within maxio");
+        assert_eq!(caw(8 << 20, 4096, 0), 128, "no device limit: the buffer's");
         assert_eq!(
             IoLimits::new(8 << 20, 512, None, false).chunk_blocks,
             2048,

@@ -55,8 +55,13 @@ enum LunError<'a> {
     NoMemory,
     /// The LUN's options could not be copied or set.
     Options(Errno),
-    /// CTL did not take the LUN; the number asked for, if any.
-    Add { error: Errno, asked: Option<u32> },
+    /// CTL did not take the LUN: the number asked for, if any, and the
+    /// device of the passthrough LUN that has that number, if one does.
+    Add {
+        error: Errno,
+        asked: Option<u32>,
+        holder: Option<Name>,
+    },
     /// No passthrough LUN has this number.
     NoLun(u32),
     /// The LUN is being removed.
@@ -91,13 +96,23 @@ impl fmt::Display for LunError<'_> {
             LunError::Add {
                 error: Errno::ENOSPC,
                 asked: Some(id),
-            } => {
-                write!(f, "LUN {id} is in use or beyond CTL's limit")
-            }
+                holder: Some(name),
+            } => write!(f, "LUN {id} is in use: it exports {}", name.as_str()),
+            // ctl_add_lun (sys/cam/ctl/ctl.c) refuses both with ENOSPC and
+            // says which on the console.
+            LunError::Add {
+                error: Errno::ENOSPC,
+                asked: Some(id),
+                holder: None,
+            } => write!(
+                f,
+                "LUN {id} is in use by another backend or beyond CTL's limit (kern.cam.ctl.max_luns; see dmesg)"
+            ),
             LunError::Add {
                 error: Errno::ENOSPC,
                 asked: None,
-            } => f.write_str("CTL has no free LUN number"),
+                ..
+            } => f.write_str("CTL has no free LUN number (kern.cam.ctl.max_luns)"),
             LunError::Add { error, .. } => write!(f, "ctl_add_lun failed: {error}"),
             LunError::NoLun(id) => write!(f, "no passthrough LUN {id}"),
             LunError::Removing(id) => write!(f, "LUN {id} is being removed"),
@@ -506,6 +521,8 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let args = req.args().ok_or(LunError::Option(OptionError::MissingDevice))?;
     let opts = options::parse(args.iter().map(|p| (p.name.to_bytes(), p.value.map(CStr::to_bytes))))
         .map_err(LunError::Option)?;
+    let (serial, device_id) = (asked.serial_num.as_ref(), asked.device_id.as_ref());
+    options::check_ids(serial.map(|s| &s[..]), device_id.map(|d| &d[..])).map_err(LunError::Option)?;
     // The periph reference is taken before any lock is dropped.
     let periph = periph::find(&opts.device).ok_or(LunError::NoDevice(opts.device))?;
     let mut options = OwnedNvList::clone_of(&args).map_err(LunError::Options)?;
@@ -581,6 +598,7 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let id = lun.add().map_err(|error| LunError::Add {
         error,
         asked: asked.lun_id,
+        holder: asked.lun_id.and_then(exporting),
     })?;
     if lun.lun().device.enter() {
         if let Some(p) = lun.lun().device.periph() {
@@ -590,6 +608,11 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     }
     lock().luns.push_back(entry);
     Ok(Created { lun, lun_type, warning })
+}
+
+/// The device passthrough LUN `id` exports, if there is one.
+fn exporting(id: u32) -> Option<Name> {
+    lock().luns.find_mut(|e| e.lun.id() == id).map(|e| e.lun.lun().name)
 }
 
 /// The LUN a remove or modify request names, unless it is being removed;

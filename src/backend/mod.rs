@@ -123,13 +123,20 @@ pub fn init() -> Result<(), Errno> {
 }
 
 /// Refuses to unload while LUNs or LUN requests exist; otherwise stops
-/// taking requests.
+/// taking requests, and waits for the threads that completed a removed
+/// LUN's last I/Os to let go of it (they hold it for a moment after CTL
+/// shut it down).  Sleeps.
 pub fn quiesce() -> Result<(), Errno> {
-    let mut be = lock();
-    if !be.luns.is_empty() || be.requests > 0 {
-        return Err(Errno::EBUSY);
+    {
+        let mut be = lock();
+        if !be.luns.is_empty() || be.requests > 0 {
+            return Err(Errno::EBUSY);
+        }
+        be.closing = true;
     }
-    be.closing = true;
+    while crate::kern::ctl::live_luns() > 0 {
+        crate::kern::cam::pause(c"ctlpquie", 1);
+    }
     Ok(())
 }
 
@@ -175,24 +182,26 @@ pub fn lun_request(req: &mut LunReq<'_>) {
 /// waiting for it is woken; if none is (it was interrupted), the LUN goes
 /// now.  CTL's reference is released here.
 pub fn lun_shutdown(lun: LunRef) {
-    let released = {
-        let mut be = lock();
-        let mut released = None;
-        if let Some(entry) = be.entry(&lun) {
-            entry.shut_down = true;
-            if entry.waiter {
-                crate::kern::sync::wakeup(lun.lun());
-            } else {
-                released = be.luns.remove_first(|e| e.lun.same(&lun));
-            }
-        }
-        released
-    };
     // The device is free for another LUN, the pools' memory goes back and
     // the periph reference is released, without the lock.
     lun.lun().close_device();
+    let mut be = lock();
+    let mut released = None;
+    if let Some(entry) = be.entry(&lun) {
+        entry.shut_down = true;
+        if entry.waiter {
+            crate::kern::sync::wakeup(lun.lun());
+        } else {
+            released = be.luns.remove_first(|e| e.lun.same(&lun));
+        }
+    }
+    // Every reference held here goes before the lock: once a waiting remove
+    // request runs on, or an unload finds no LUN, nothing of this call is
+    // left to run but its return.  With the device closed, freeing the LUN
+    // takes no other lock.
     drop(released);
     drop(lun);
+    drop(be);
 }
 
 /// A ctlpass periph was invalidated (its device lost) or created (a device

@@ -8,8 +8,18 @@
 //! ctl.conf, `cam=0:1:0`, `devid=naa.<hex>`, `serial=<serial>`; or by the
 //! options `cam`, `devid` and `serial` themselves (`ctladm create -o
 //! cam=0:1:0`: ctladm cuts an option's value at its next `=`).
+//!
+//! Every option is checked before any is used, for what CTL does with the
+//! options a LUN keeps: `ctladm devlist` and ctld read them back from
+//! CTL's LUN list, where sys/cam/ctl/ctl.c (`CTL_LUN_LIST`) prints each as
+//! an XML element named after the option, its value unescaped; a name or
+//! value that is not XML there would make the whole list unreadable, for
+//! every LUN.  Sizes are bounded, and messages show what they quote
+//! shortened and escaped (see [`Shown`]).
 
-use core::fmt;
+use core::fmt::{self, Write};
+
+use crate::kern::cam::SERIAL_NUM_LEN;
 
 /// How an administrator names the device a LUN exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,8 +99,11 @@ impl<'a> DeviceName<'a> {
                 let Some((p, (t, l))) = parts.filter(|(_, (_, l))| !l.as_bytes().contains(&b':')) else {
                     return Err(bad("expected bus:target:lun, as camcontrol devlist shows (e.g. 0:1:0)"));
                 };
-                let (Ok(path_id), Ok(target_id), Ok(lun_id)) = (p.parse(), t.parse(), l.parse()) else {
+                if ![p, t, l].iter().all(|n| is_decimal(n)) {
                     return Err(bad("bus, target and lun must be numbers"));
+                }
+                let (Ok(path_id), Ok(target_id), Ok(lun_id)) = (p.parse(), t.parse(), l.parse()) else {
+                    return Err(bad("bus, target or lun is out of range"));
                 };
                 Ok(DeviceName::Address {
                     path_id,
@@ -107,9 +120,17 @@ impl<'a> DeviceName<'a> {
                 Ok(DeviceName::DevId(value))
             }
             Form::Serial if value.is_empty() => Err(bad("the serial number is empty")),
+            // CAM keeps no more of a serial number (ccb_getdev), so a
+            // longer one matches no device.
+            Form::Serial if value.len() > SERIAL_NUM_LEN => {
+                Err(bad("longer than any serial number CAM keeps (252 bytes)"))
+            }
             Form::Serial => Ok(DeviceName::Serial(value)),
             Form::Periph => {
                 let name = value.strip_prefix("/dev/").unwrap_or(value);
+                if name.is_empty() {
+                    return Err(bad("the name is empty"));
+                }
                 let split = name
                     .bytes()
                     .position(|b| b.is_ascii_digit())
@@ -122,7 +143,13 @@ impl<'a> DeviceName<'a> {
                         "expected a device like da3, cam=0:1:0, devid=naa.<hex> or serial=<serial>",
                     ));
                 }
-                let unit = unit.parse().map_err(|_| bad("the unit is not a number"))?;
+                if !is_decimal(unit) {
+                    return Err(bad("the unit is not a number"));
+                }
+                if unit.len() > 1 && unit.starts_with('0') {
+                    return Err(bad("the unit number has a leading zero"));
+                }
+                let unit = unit.parse().map_err(|_| bad("the unit number is too large"))?;
                 // sa(4)'s no-rewind and eject-on-close nodes name the same drive.
                 let driver = match driver {
                     "nsa" | "esa" => "sa",
@@ -132,6 +159,12 @@ impl<'a> DeviceName<'a> {
             }
         }
     }
+}
+
+/// Whether `text` is a non-empty run of decimal digits (`str::parse` also
+/// takes a sign).
+fn is_decimal(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl fmt::Display for DeviceName<'_> {
@@ -144,7 +177,7 @@ impl fmt::Display for DeviceName<'_> {
                 lun_id,
             } => write!(f, "cam={path_id}:{target_id}:{lun_id}"),
             DeviceName::DevId(id) => write!(f, "devid={id}"),
-            DeviceName::Serial(s) => write!(f, "serial={s}"),
+            DeviceName::Serial(s) => write!(f, "serial={}", Shown::bare(s.as_bytes())),
         }
     }
 }
@@ -154,6 +187,69 @@ impl fmt::Display for DeviceName<'_> {
 fn split_at_byte(text: &str, sep: u8) -> Option<(&str, &str)> {
     let i = text.bytes().position(|b| b == sep)?;
     Some((text.get(..i)?, text.get(i + 1..)?))
+}
+
+/// Options a request may carry, at most: CTL reads about thirty, and ctld
+/// sends a LUN's `option` lines and two of its own.
+pub const MAX_OPTIONS: usize = 256;
+/// Bytes of an option's name, at most (CTL's longest is 20).
+pub const MAX_NAME_LEN: usize = 64;
+/// Bytes of an option's value, at most: `PATH_MAX`, for the longest thing
+/// an option holds (a path).
+pub const MAX_VALUE_LEN: usize = 1024;
+// The messages spell these out.
+static_assertions::const_assert_eq!(MAX_NAME_LEN, 64);
+static_assertions::const_assert_eq!(SERIAL_NUM_LEN, 252);
+
+/// Characters of a name or value a message quotes; more are elided.  A
+/// 32-digit `devid` fits whole.
+const SHOWN_CHARS: usize = 48;
+
+/// Text from a request as a message quotes it: at most [`SHOWN_CHARS`]
+/// characters (then `...` and the length in bytes), with control
+/// characters, quotes, backslashes and bytes that are not UTF-8 escaped
+/// (`\x1b`, `\"`, `\xff`), so that a message stays one readable line of
+/// CTL's 160 bytes whatever was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shown<'a> {
+    text: &'a [u8],
+    quoted: bool,
+}
+
+impl<'a> Shown<'a> {
+    /// `text` in double quotes.
+    pub fn quoted(text: &'a [u8]) -> Shown<'a> {
+        Shown { text, quoted: true }
+    }
+
+    /// `text` without quotes (where parentheses or a prefix enclose it).
+    pub fn bare(text: &'a [u8]) -> Shown<'a> {
+        Shown { text, quoted: false }
+    }
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let quote = if self.quoted { "\"" } else { "" };
+        f.write_str(quote)?;
+        let mut shown = 0usize;
+        for chunk in self.text.utf8_chunks() {
+            let bad_bytes = chunk.invalid().iter().map(|&b| Err(b));
+            for item in chunk.valid().chars().map(Ok).chain(bad_bytes) {
+                if shown == SHOWN_CHARS {
+                    return write!(f, "...{quote} ({} bytes)", self.text.len());
+                }
+                shown += 1;
+                match item {
+                    Ok(c @ ('"' | '\\')) => write!(f, "\\{c}")?,
+                    Ok(c) if c.is_control() => write!(f, "\\x{:02x}", u32::from(c))?,
+                    Ok(c) => f.write_char(c)?,
+                    Err(b) => write!(f, "\\x{b:02x}")?,
+                }
+            }
+        }
+        f.write_str(quote)
+    }
 }
 
 /// The options of a passthrough LUN that this backend reads.
@@ -201,8 +297,33 @@ pub enum HaRole {
 pub enum OptionError<'a> {
     /// No `device` (nor `file`) option.
     MissingDevice,
+    /// More than [`MAX_OPTIONS`] options.
+    TooMany,
+    /// An option's name that CTL's LUN list cannot carry.
+    BadName {
+        /// The name.
+        name: &'a [u8],
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// An option whose value is not a string (or not UTF-8 text).
     NotText(&'a [u8]),
+    /// A value longer than [`MAX_VALUE_LEN`].
+    TooLong {
+        /// The option.
+        name: &'a str,
+        /// The value's length in bytes.
+        len: usize,
+    },
+    /// A value with a character CTL's LUN list cannot carry.
+    Unlistable {
+        /// The option.
+        name: &'a str,
+        /// Its value.
+        value: &'a str,
+        /// The character.
+        found: char,
+    },
     /// An option with a value it does not take.
     BadValue {
         /// The option.
@@ -218,6 +339,9 @@ pub enum OptionError<'a> {
         first: (&'a str, &'a str),
         /// The other option and its value.
         second: (&'a str, &'a str),
+        /// Whether both name it in the same form (two different devices),
+        /// or in two forms that may or may not name one.
+        same_form: bool,
     },
     /// A device name that cannot be parsed.
     BadDeviceName {
@@ -228,6 +352,17 @@ pub enum OptionError<'a> {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A serial number or device id of the request itself (`ctladm -S`,
+    /// `-d`; `serial` and `device-id` in ctl.conf) that is not printable
+    /// ASCII, as SPC-5 has them (VPD pages 0x80 and 0x83).
+    NotAscii {
+        /// Which field.
+        field: &'static str,
+        /// The first byte that is not.
+        byte: u8,
+        /// Its offset.
+        at: usize,
+    },
 }
 
 impl fmt::Display for OptionError<'_> {
@@ -237,28 +372,71 @@ impl fmt::Display for OptionError<'_> {
                 "option \"device\" is required (e.g. device=da3), or \"cam\", \"devid\" or \"serial\" \
                  (cam=0:1:0, devid=naa.5000c500a1b2c3d4, serial=Z1Z3ABCD)",
             ),
-            OptionError::NotText(name) => {
+            OptionError::TooMany => write!(f, "more than {MAX_OPTIONS} options (CTL reads about thirty)"),
+            OptionError::BadName { name, why } => write!(f, "option name {}: {why}", Shown::quoted(name)),
+            OptionError::NotText(name) => write!(f, "option {} must be a string of UTF-8 text", Shown::quoted(name)),
+            OptionError::TooLong { name, len } => {
                 write!(
                     f,
-                    "option \"{}\" must be a string of UTF-8 text",
-                    crate::scsi::Ascii(name)
+                    "option \"{name}\": the value has {len} bytes, at most {MAX_VALUE_LEN} are taken"
                 )
             }
+            OptionError::Unlistable { name, value, found } => write!(
+                f,
+                "option \"{name}\": {} in {} would make CTL's LUN list unreadable (ctladm devlist, ctld)",
+                Char(*found),
+                Shown::quoted(value.as_bytes())
+            ),
             OptionError::BadValue { name, value, expected } => {
-                write!(f, "option \"{name}\": \"{value}\" is not {expected}")
+                write!(
+                    f,
+                    "option \"{name}\": {} is not {expected}",
+                    Shown::quoted(value.as_bytes())
+                )
             }
             OptionError::Conflict {
                 first: (a, va),
                 second: (b, vb),
+                same_form,
             } => {
+                let why = if *same_form {
+                    "disagree: name the device once"
+                } else {
+                    "both name the device: name it once"
+                };
                 write!(
                     f,
-                    "options \"{a}\" ({va}) and \"{b}\" ({vb}) disagree: name the device once"
+                    "options \"{a}\" ({}) and \"{b}\" ({}) {why}",
+                    Shown::bare(va.as_bytes()),
+                    Shown::bare(vb.as_bytes())
                 )
             }
             OptionError::BadDeviceName { option, text, why } => {
-                write!(f, "option \"{option}\": invalid device name \"{text}\": {why}")
+                write!(
+                    f,
+                    "option \"{option}\": invalid device name {}: {why}",
+                    Shown::quoted(text.as_bytes())
+                )
             }
+            OptionError::NotAscii { field, byte, at } => {
+                write!(
+                    f,
+                    "the {field} has byte \\x{byte:02x} at offset {at}: only printable ASCII is taken"
+                )
+            }
+        }
+    }
+}
+
+/// A character as a message names it: `'&'`, or a control character's code.
+struct Char(char);
+
+impl fmt::Display for Char {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_control() {
+            write!(f, "control character \\x{:02x}", u32::from(self.0))
+        } else {
+            write!(f, "'{}'", self.0)
         }
     }
 }
@@ -303,47 +481,132 @@ fn lost_policy(value: &str) -> Result<LostPolicy, OptionError<'_>> {
     }
 }
 
-/// Reads this backend's options from a request's options.
-pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOptions<'a>, OptionError<'a>> {
-    let (mut strict, mut readonly, mut role) = (false, false, HaRole::Primary);
-    let mut lost = LostPolicy::Offline;
-    // The first option naming the device: its name, value and meaning.
-    let mut named: Option<(&'a str, &'a str, DeviceName<'a>)> = None;
-    for (name, value) in options {
-        let text = |v: Option<&'a [u8]>| {
-            v.and_then(|v| core::str::from_utf8(v).ok())
-                .ok_or(OptionError::NotText(name))
-        };
-        if let Some(&(option, form)) = DEVICE_OPTIONS.iter().find(|(o, _)| o.as_bytes() == name) {
-            let value = text(value)?;
+/// An option's name, if CTL's LUN list can carry it as an element name:
+/// ASCII letters, digits, `_`, `-`, `.` and `:`, starting with a letter
+/// or `_`, at most [`MAX_NAME_LEN`] bytes.
+fn checked_name(name: &[u8]) -> Result<&str, OptionError<'_>> {
+    let bad = |why| OptionError::BadName { name, why };
+    let first_ok = name.first().is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_');
+    if name.is_empty() {
+        return Err(bad("empty (ctladm -o takes name=value)"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(bad("longer than 64 bytes"));
+    }
+    let chars_ok = name
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if !first_ok || !chars_ok {
+        return Err(bad(
+            "CTL's LUN list takes letters, digits, '_', '-', '.' and ':', first a letter or '_'",
+        ));
+    }
+    core::str::from_utf8(name).map_err(|_| bad("not ASCII"))
+}
+
+/// An option's value, if CTL's LUN list can carry it as element text: a
+/// string of UTF-8 text without control characters, `<` or `&`, at most
+/// [`MAX_VALUE_LEN`] bytes.
+fn checked_value<'a>(name: &'a str, value: Option<&'a [u8]>) -> Result<&'a str, OptionError<'a>> {
+    let value = value.ok_or(OptionError::NotText(name.as_bytes()))?;
+    if value.len() > MAX_VALUE_LEN {
+        return Err(OptionError::TooLong { name, len: value.len() });
+    }
+    let text = core::str::from_utf8(value).map_err(|_| OptionError::NotText(name.as_bytes()))?;
+    match text.chars().find(|&c| c.is_control() || c == '<' || c == '&') {
+        Some(found) => Err(OptionError::Unlistable {
+            name,
+            value: text,
+            found,
+        }),
+        None => Ok(text),
+    }
+}
+
+/// Checks the serial number and device id a create request gives CTL
+/// itself (NUL-padded fields): printable ASCII, as SPC-5 has them.
+pub fn check_ids(serial: Option<&[u8]>, device_id: Option<&[u8]>) -> Result<(), OptionError<'static>> {
+    for (field, bytes) in [("serial number (-S)", serial), ("device id (-d)", device_id)] {
+        let text = bytes.unwrap_or(&[]).iter().take_while(|&&b| b != 0);
+        if let Some((at, &byte)) = text.enumerate().find(|(_, b)| !(0x20..0x7f).contains(*b)) {
+            return Err(OptionError::NotAscii { field, byte, at });
+        }
+    }
+    Ok(())
+}
+
+/// What [`parse`] has read so far.
+struct Reading<'a> {
+    strict: bool,
+    readonly: bool,
+    role: HaRole,
+    lost: LostPolicy,
+    /// The first option naming the device: its name, value and meaning.
+    named: Option<(&'a str, &'a str, DeviceName<'a>)>,
+}
+
+impl<'a> Reading<'a> {
+    /// Takes one (checked) option.
+    fn take(&mut self, name: &'a str, value: &'a str) -> Result<(), OptionError<'a>> {
+        if let Some(&(option, form)) = DEVICE_OPTIONS.iter().find(|(o, _)| *o == name) {
             let device = DeviceName::parse_option(option, value, form)?;
-            match named {
-                None => named = Some((option, value, device)),
+            match self.named {
+                None => self.named = Some((option, value, device)),
                 Some((first, first_value, d)) if d != device => {
                     return Err(OptionError::Conflict {
                         first: (first, first_value),
                         second: (option, value),
+                        same_form: core::mem::discriminant(&d) == core::mem::discriminant(&device),
                     });
                 }
                 Some(_) => {}
             }
-            continue;
+            return Ok(());
         }
         match name {
-            b"strict" => strict = on_off("strict", text(value)?)?,
-            b"readonly" => readonly = on_off("readonly", text(value)?)?,
-            b"ha_role" => role = ha_role(text(value)?)?,
-            b"lost" => lost = lost_policy(text(value)?)?,
+            "strict" => self.strict = on_off("strict", value)?,
+            "readonly" => self.readonly = on_off("readonly", value)?,
+            "ha_role" => self.role = ha_role(value)?,
+            "lost" => self.lost = lost_policy(value)?,
             _ => {}
         }
+        Ok(())
     }
-    let (_, _, device) = named.ok_or(OptionError::MissingDevice)?;
+}
+
+/// Reads this backend's options from a request's options.  Every option,
+/// this backend's or CTL's, is first checked for what CTL can keep and
+/// list; the first that cannot be is the error, before any option's
+/// meaning is.
+pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOptions<'a>, OptionError<'a>> {
+    let mut reading = Reading {
+        strict: false,
+        readonly: false,
+        role: HaRole::Primary,
+        lost: LostPolicy::Offline,
+        named: None,
+    };
+    let mut meaning_error = None;
+    for (i, (name, value)) in options.enumerate() {
+        if i == MAX_OPTIONS {
+            return Err(OptionError::TooMany);
+        }
+        let name = checked_name(name)?;
+        let value = checked_value(name, value)?;
+        if meaning_error.is_none() {
+            meaning_error = reading.take(name, value).err();
+        }
+    }
+    if let Some(e) = meaning_error {
+        return Err(e);
+    }
+    let (_, _, device) = reading.named.ok_or(OptionError::MissingDevice)?;
     Ok(LunOptions {
         device,
-        strict,
-        readonly,
-        ha_role: role,
-        lost,
+        strict: reading.strict,
+        readonly: reading.readonly,
+        ha_role: reading.role,
+        lost: reading.lost,
     })
 }
 
@@ -455,7 +718,12 @@ mod tests {
         );
         assert_eq!(
             e(&[("device", "da0"), ("serial", "Z1Z3ABCD")]),
-            "options \"device\" (da0) and \"serial\" (Z1Z3ABCD) disagree: name the device once"
+            "options \"device\" (da0) and \"serial\" (Z1Z3ABCD) both name the device: name it once",
+            "they may name the same device: not a disagreement"
+        );
+        assert_eq!(
+            e(&[("serial", "Z1Z3ABCD"), ("device", "serial=Z1Z3ABCE")]),
+            "options \"serial\" (Z1Z3ABCD) and \"device\" (serial=Z1Z3ABCE) disagree: name the device once"
         );
     }
 
@@ -516,5 +784,145 @@ mod tests {
         );
         let bad_utf8 = parse([(&b"device"[..], Some(&b"da\xff"[..]))].into_iter()).unwrap_err();
         assert_eq!(bad_utf8, OptionError::NotText(b"device"));
+    }
+
+    #[test]
+    fn quoted_text_is_short_escaped_and_one_line() {
+        let q = |t: &[u8]| format!("{}", Shown::quoted(t));
+        assert_eq!(q(b"da0"), "\"da0\"");
+        assert_eq!(q(b""), "\"\"");
+        assert_eq!(q(b"a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(q(b"da0\n\x1b[2J"), "\"da0\\x0a\\x1b[2J\"");
+        assert_eq!(q(b"\xff\xfe\xc3\xa9"), "\"\\xff\\xfe\u{e9}\"");
+        assert_eq!(q(&[b'x'; 48]), format!("\"{}\"", "x".repeat(48)), "48 characters whole");
+        assert_eq!(q(&[b'x'; 49]), format!("\"{}...\" (49 bytes)", "x".repeat(48)));
+        assert_eq!(
+            format!("{}", Shown::bare(&[b'y'; 300])),
+            format!("{}... (300 bytes)", "y".repeat(48))
+        );
+    }
+
+    #[test]
+    fn names_and_values_are_what_ctls_lun_list_can_carry() {
+        let one = |n: &'static [u8], v: &'static [u8]| {
+            parse([(&b"device"[..], Some(&b"da0"[..])), (n, Some(v))].into_iter()).map(|_| ())
+        };
+        assert_eq!(one(b"avail-threshold", b"1g"), Ok(()));
+        assert_eq!(one(b"_x.y:z9", b"caf\xc3\xa9 > ok"), Ok(()));
+        assert_eq!(
+            one(b"", b"x"),
+            Err(OptionError::BadName {
+                name: b"",
+                why: "empty (ctladm -o takes name=value)"
+            })
+        );
+        assert!(matches!(one(b"9lives", b"x"), Err(OptionError::BadName { .. })));
+        assert!(matches!(one(b"a b", b"x"), Err(OptionError::BadName { .. })));
+        assert!(matches!(one(b"\xc3\xa9", b"x"), Err(OptionError::BadName { .. })));
+        assert_eq!(
+            one(b"vendor", b"AT&T"),
+            Err(OptionError::Unlistable {
+                name: "vendor",
+                value: "AT&T",
+                found: '&'
+            })
+        );
+        assert!(matches!(
+            one(b"vendor", b"<"),
+            Err(OptionError::Unlistable { found: '<', .. })
+        ));
+        assert!(matches!(
+            one(b"vendor", b"a\x7fb"),
+            Err(OptionError::Unlistable { found: '\x7f', .. })
+        ));
+        assert_eq!(one(b"vendor", b"\xff"), Err(OptionError::NotText(b"vendor")));
+        let long = std::vec![b'v'; MAX_VALUE_LEN + 1];
+        let long_value = parse([(&b"device"[..], Some(&b"da0"[..])), (&b"vendor"[..], Some(&long[..]))].into_iter());
+        assert_eq!(
+            long_value.map(|_| ()),
+            Err(OptionError::TooLong {
+                name: "vendor",
+                len: 1025
+            })
+        );
+        let non_string = parse([(&b"device"[..], Some(&b"da0"[..])), (&b"vendor"[..], None)].into_iter());
+        assert_eq!(non_string.map(|_| ()), Err(OptionError::NotText(b"vendor")));
+        // An option CTL cannot carry is the error even after one whose
+        // meaning is wrong.
+        let order = parse([(&b"device"[..], Some(&b"da"[..])), (&b"x y"[..], Some(&b"1"[..]))].into_iter());
+        assert!(matches!(order, Err(OptionError::BadName { .. })));
+    }
+
+    #[test]
+    fn at_most_256_options() {
+        let names: std::vec::Vec<std::string::String> = (0..MAX_OPTIONS).map(|i| format!("o{i}")).collect();
+        let with = |n: usize| {
+            let options = names.iter().take(n).map(|o| (o.as_bytes(), Some(&b"v"[..])));
+            parse(options.chain([(&b"device"[..], Some(&b"da0"[..]))])).map(|_| ())
+        };
+        assert_eq!(with(MAX_OPTIONS - 1), Ok(()));
+        assert_eq!(with(MAX_OPTIONS), Err(OptionError::TooMany));
+    }
+
+    #[test]
+    fn unit_numbers_and_addresses_say_what_is_wrong() {
+        let e = |t| format!("{}", DeviceName::parse(t).unwrap_err());
+        assert_eq!(
+            e("da4294967296"),
+            "option \"device\": invalid device name \"da4294967296\": the unit number is too large"
+        );
+        assert_eq!(
+            e("da03"),
+            "option \"device\": invalid device name \"da03\": the unit number has a leading zero"
+        );
+        assert_eq!(
+            e("/dev/"),
+            "option \"device\": invalid device name \"/dev/\": the name is empty"
+        );
+        assert_eq!(
+            e("cam=0:+1:0"),
+            "option \"device\": invalid device name \"cam=0:+1:0\": bus, target and lun must be numbers"
+        );
+        assert_eq!(
+            e("cam=0:0:18446744073709551616"),
+            "option \"device\": invalid device name \"cam=0:0:18446744073709551616\": bus, target or lun is out of range"
+        );
+        assert_eq!(
+            DeviceName::parse("cam=4294967295:0:18446744073709551615"),
+            Ok(DeviceName::Address {
+                path_id: u32::MAX,
+                target_id: 0,
+                lun_id: u64::MAX
+            })
+        );
+        assert_eq!(
+            DeviceName::parse("da4294967295"),
+            Ok(DeviceName::Periph {
+                driver: "da",
+                unit: u32::MAX
+            })
+        );
+        let serial = std::string::String::from("serial=") + &"S".repeat(SERIAL_NUM_LEN + 1);
+        assert!(e(&serial).ends_with("(260 bytes): longer than any serial number CAM keeps (252 bytes)"));
+        assert!(DeviceName::parse(&serial[..serial.len() - 1]).is_ok());
+    }
+
+    #[test]
+    fn the_requests_own_serial_number_and_device_id_are_printable_ascii() {
+        assert_eq!(check_ids(Some(b"Z1Z3ABCD\0\0\0\0\0\0\0\0"), Some(&[0; 64])), Ok(()));
+        assert_eq!(check_ids(None, None), Ok(()));
+        assert_eq!(
+            check_ids(Some(b"AB\x01\0"), None),
+            Err(OptionError::NotAscii {
+                field: "serial number (-S)",
+                byte: 1,
+                at: 2
+            })
+        );
+        let e = check_ids(None, Some(b"\x80")).unwrap_err();
+        assert_eq!(
+            format!("{e}"),
+            "the device id (-d) has byte \\x80 at offset 0: only printable ASCII is taken"
+        );
     }
 }

@@ -671,6 +671,7 @@ impl LunRef {
             lun,
         };
         let cell = KBox::new(cell, Wait::WaitOk)?;
+        LIVE_LUNS.fetch_add(1, Ordering::AcqRel);
         // The options are set last: from here on the cell owns them.
         // SAFETY: the cell is not shared yet.
         unsafe { (*cell.be_lun.get()).options = config.options.into_raw() };
@@ -808,7 +809,17 @@ impl Drop for LunRef {
             drop(OwnedNvList::from_raw((*cell.be_lun.get()).options));
             drop(cell);
         }
+        LIVE_LUNS.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// LUN cells not yet freed: a thread that completed a LUN's last I/O may
+/// still hold a reference for a moment after CTL shut the LUN down.
+static LIVE_LUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many LUNs of this backend are still allocated.
+pub fn live_luns() -> usize {
+    LIVE_LUNS.load(Ordering::Acquire)
 }
 
 /// `ctl_be_lun.lun_shutdown`: CTL is done with the LUN (its last I/O

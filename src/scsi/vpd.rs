@@ -159,6 +159,9 @@ impl fmt::Debug for DevId<'_> {
 /// fields (older, shorter pages) are 0, meaning "not reported".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockLimits {
+    /// MAXIMUM COMPARE AND WRITE LENGTH, in blocks (of each half); 0 when
+    /// the device does not support COMPARE AND WRITE.
+    pub max_compare_and_write: u8,
     /// MAXIMUM TRANSFER LENGTH, in blocks.
     pub max_transfer: u32,
     /// OPTIMAL TRANSFER LENGTH, in blocks.
@@ -193,6 +196,7 @@ impl BlockLimits {
         };
         let alignment = be32(32);
         Some(BlockLimits {
+            max_compare_and_write: field(5, 1).and_then(|b| b.first().copied()).unwrap_or(0),
             max_transfer: be32(8),
             optimal_transfer: be32(12),
             max_unmap_lba: be32(20),
@@ -316,6 +320,7 @@ mod tests {
     #[test]
     fn block_limits() {
         let mut body = [0u8; 0x3c];
+        body[1] = 8; // max compare and write (page offset 5)
         body[4..8].copy_from_slice(&0xffffu32.to_be_bytes()); // max transfer (page offset 8)
         body[8..12].copy_from_slice(&128u32.to_be_bytes()); // optimal (12)
         body[16..20].copy_from_slice(&0x40_0000u32.to_be_bytes()); // max unmap lba (20)
@@ -327,6 +332,7 @@ mod tests {
         assert_eq!(
             l,
             BlockLimits {
+                max_compare_and_write: 8,
                 max_transfer: 0xffff,
                 optimal_transfer: 128,
                 max_unmap_lba: 0x40_0000,

@@ -1367,6 +1367,12 @@ pub enum Request {
         /// `-s` in bytes (0: re-read).
         size: u64,
     },
+    /// A request type neither ctladm nor ctld sends (a program of its
+    /// own), with the rest of the request zeroed.
+    Raw {
+        /// `reqtype`.
+        reqtype: u32,
+    },
 }
 
 impl Request {
@@ -1416,6 +1422,20 @@ fn c_text(bytes: &[u8]) -> String {
 /// ioctl runs, and the nvlist is destroyed.  Runs in the caller's thread
 /// (the process's), which may sleep.
 pub fn lun_request(backend: &str, request: &Request, options: &[(&str, &str)]) -> Reply {
+    let options: Vec<(&[u8], &[u8])> = options.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+    lun_request_bytes(backend, request, &options)
+}
+
+/// Bytes of an nvlist element name, NUL included, that nvlist_unpack takes
+/// at most (libnv's `NV_NAME_MAX`).
+pub const NV_NAME_MAX: usize = 2048;
+
+/// [`lun_request`] with options of any bytes, as a program packs them
+/// (ctladm passes its arguments on as they are).  CTL unpacks the list
+/// with `nvlist_unpack`, which refuses a name given twice, a name or a
+/// string with a NUL inside, and a name of [`NV_NAME_MAX`] bytes or more;
+/// the request then fails before the backend sees it.
+pub fn lun_request_bytes(backend: &str, request: &Request, options: &[(&[u8], &[u8])]) -> Reply {
     let be = with(|c| c.backends.iter().copied().find(|&b| name_of(b as *const _) == backend));
     let Some(be) = be.map(|b| b as *mut sys::ctl_backend_driver) else {
         return Reply {
@@ -1424,6 +1444,19 @@ pub fn lun_request(backend: &str, request: &Request, options: &[(&str, &str)]) -
             created: None,
         };
     };
+    let unpackable = options.iter().enumerate().all(|(i, (name, value))| {
+        !name.contains(&0)
+            && !value.contains(&0)
+            && name.len() < NV_NAME_MAX
+            && !options[..i].iter().any(|(n, _)| n == name)
+    });
+    if !unpackable {
+        return Reply {
+            status: sys::CTL_LUN_ERROR,
+            error: "Cannot unpack args nvlist.".into(),
+            created: None,
+        };
+    }
     // SAFETY: struct ctl_lun_req is plain data.
     let mut req: sys::ctl_lun_req = unsafe { std::mem::zeroed() };
     for (d, s) in req.backend.iter_mut().zip(backend.bytes().take(31)) {
@@ -1467,6 +1500,7 @@ pub fn lun_request(backend: &str, request: &Request, options: &[(&str, &str)]) -
             req.reqdata.modify.lun_id = *lun_id;
             req.reqdata.modify.lun_size_bytes = *size;
         }
+        Request::Raw { reqtype } => req.reqtype = *reqtype,
     }
     req.args_nvl = nv::from_pairs(options.iter().copied());
     // SAFETY: the backend's ioctl with a CTL_LUN_REQ, as ctl_ioctl calls it.

@@ -2,9 +2,11 @@
 //! options in.  Only string values are modelled (ctladm and ctld send only
 //! strings).  As in libnv: adding a name that exists sets the list's error
 //! (EEXIST) and adds nothing, getting a missing element aborts (a panic),
-//! and allocation sleeps (M_WAITOK), so no mutex may be held.
+//! and allocation sleeps (M_WAITOK), so no mutex may be held.  Lists are
+//! counted while they live, so that tests can see one leak.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::{kpanic, lock, sys};
 
@@ -26,19 +28,27 @@ fn name_of(name: *const c_char) -> CString {
     unsafe { CStr::from_ptr(name) }.to_owned()
 }
 
+/// Lists created and not yet destroyed.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
 fn create(items: Vec<(CString, CString)>) -> *mut sys::nvlist_t {
     lock::assert_may_sleep("nvlist allocation (M_WAITOK)");
+    LIVE.fetch_add(1, Ordering::Relaxed);
     Box::into_raw(Box::new(NvList { items, error: 0 })).cast()
 }
 
-/// Builds a list of string pairs, as ctladm and ctld do before an ioctl.
-pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> *mut sys::nvlist_t {
+/// How many lists exist (created and not destroyed), in this process.
+pub fn live() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Builds a list of string pairs, as ctladm and ctld do before an ioctl
+/// (names and values are bytes, as their argv is; a NUL cuts one short).
+pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (N, V)>) -> *mut sys::nvlist_t {
     let nvl = create(Vec::new());
     for (name, value) in pairs {
-        let (name, value) = (
-            CString::new(name).unwrap_or_default(),
-            CString::new(value).unwrap_or_default(),
-        );
+        let c_string = |b: &[u8]| CString::new(b.split(|&c| c == 0).next().unwrap_or_default()).unwrap_or_default();
+        let (name, value) = (c_string(name.as_ref()), c_string(value.as_ref()));
         // SAFETY: a valid list and NUL-terminated strings.
         unsafe { nvlist_add_string(nvl, name.as_ptr(), value.as_ptr()) };
     }
@@ -68,6 +78,7 @@ pub extern "C" fn nvlist_create(_flags: c_int) -> *mut sys::nvlist_t {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvlist_destroy(nvl: *mut sys::nvlist_t) {
     if !nvl.is_null() {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the caller's contract.
         drop(unsafe { Box::from_raw(nvl.cast::<NvList>()) });
     }
