@@ -8,13 +8,15 @@
 #   make bench  measure the I/O path in the simulated kernel (not a test:
 #               ratios against the device driven directly, copies and
 #               allocations per I/O, instructions per I/O under callgrind)
+#   make soak   random I/O with faults, aborts and pulled devices for
+#               SOAK_SECONDS (600), then unload: leaks and stuck commands
 #
 # On FreeBSD 14/15, build the real module with `make -C kmod` (see README).
 
 CARGO ?= cargo
 SIM = $(CARGO) run -q -p simkern --bin ctlpass-sim --
 
-.PHONY: test demo bench deps lint host-test check-freebsd14 kobj kmod audit clean
+.PHONY: test demo bench soak deps lint host-test check-freebsd14 kobj kmod audit clean
 
 test: deps lint host-test check-freebsd14 audit
 
@@ -23,6 +25,11 @@ demo: deps
 
 bench: deps
 	$(CARGO) run -q --release -p simkern --bin ctlpass-bench
+
+SOAK_SECONDS ?= 600
+
+soak: deps
+	$(CARGO) run -q --release -p simkern --bin ctlpass-soak -- --seconds $(SOAK_SECONDS)
 
 deps:
 	scripts/install-deps.sh

@@ -35,6 +35,7 @@ pub mod nv;
 pub mod remote;
 pub mod sbuf;
 pub mod shell;
+pub mod soak;
 pub mod sys;
 pub mod sysctl;
 pub mod taskqueue;
