@@ -10,6 +10,7 @@
     unsafe_op_in_unsafe_fn,
     clippy::all,
     clippy::pedantic,
+    clippy::arithmetic_side_effects,
     clippy::undocumented_unsafe_blocks,
     missing_docs,
     rustdoc::all

@@ -55,9 +55,9 @@ impl IoLimits {
             bytes = bytes.min(max.saturating_mul(bs));
         }
         let l = limits.unwrap_or_default();
-        let both_halves = max_io.min(BUF_MAX as u32) / bs / 2;
+        let both_halves = max_io.min(BUF_MAX as u32).checked_div(bs).unwrap_or(0) >> 1;
         IoLimits {
-            chunk_blocks: (bytes / bs).max(1),
+            chunk_blocks: bytes.checked_div(bs).unwrap_or(0).max(1),
             unmap: can_unmap.then_some(UnmapLimits {
                 max_lbas: l.max_unmap_lba,
                 max_descriptors: l.max_unmap_descriptors,
@@ -124,7 +124,7 @@ impl Transfer {
     }
 
     fn command(&self) -> Cdb {
-        let lba = self.lba + u64::from(self.done);
+        let lba = self.lba.saturating_add(u64::from(self.done));
         match self.kind {
             Kind::Read => sbc::read(lba, self.chunk, self.hints),
             Kind::Write => sbc::write(lba, self.chunk, self.hints),
@@ -518,7 +518,7 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
     let next = reply::next(&req.result);
     match next {
         Next::Resend if req.resends < RESENDS => {
-            req.resends += 1;
+            req.resends = req.resends.saturating_add(1);
             return issue(lun, req);
         }
         Next::Resend => {
@@ -553,7 +553,7 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
             // Each move says how much the transfer has moved so far: a
             // later chunk that moves nothing (CTL does not pass an empty
             // move to the frontend) leaves the last move's total standing.
-            move_data(lun, req, t.bytes(t.done), got, t.bytes(t.done) + got);
+            move_data(lun, req, t.bytes(t.done), got, t.bytes(t.done).saturating_add(got));
         }
         Work::Transfer(mut t) if ok => {
             if req.result.resid > 0 {
@@ -562,7 +562,7 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
                 tell_taken(&mut req, t);
                 return finish(lun, req, Finish::Reply(Reply::Success));
             }
-            t.done += t.chunk;
+            t.done = t.done.saturating_add(t.chunk);
             match sbc::next_chunk(t.blocks, t.done, t.chunk) {
                 None => finish(lun, req, Finish::Reply(Reply::Success)),
                 Some((_, chunk)) => {
@@ -582,11 +582,11 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
             bs,
             max,
         } if ok => {
-            let done = done + blocks.saturating_sub(done).min(max);
+            let done = done.saturating_add(blocks.saturating_sub(done).min(max));
             if done >= blocks {
                 return finish(lun, req, Finish::Reply(Reply::Success));
             }
-            let n = (blocks - done).min(max);
+            let n = blocks.saturating_sub(done).min(max);
             req.work = Work::WriteSame {
                 lba,
                 blocks,
@@ -595,7 +595,7 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
                 bs,
                 max,
             };
-            req.command.cdb = sbc::write_same(lba + u64::from(done), n, byte1);
+            req.command.cdb = sbc::write_same(lba.saturating_add(u64::from(done)), n, byte1);
             issue(lun, req);
         }
         Work::Unmap {
@@ -677,7 +677,7 @@ pub fn moved(mut req: KBox<Request>) {
                 // A short read or an error: the data moved, now the status.
                 return finish(&lun, req, Finish::Device);
             }
-            t.done += t.chunk;
+            t.done = t.done.saturating_add(t.chunk);
             match sbc::next_chunk(t.blocks, t.done, t.chunk) {
                 None => finish(&lun, req, Finish::Reply(Reply::Success)),
                 Some((_, chunk)) => {

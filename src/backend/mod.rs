@@ -167,7 +167,7 @@ pub fn lun_request(req: &mut LunReq<'_>) {
             req.set_error(format_args!("the passthrough backend is being unloaded"));
             return;
         }
-        be.requests += 1;
+        be.requests = be.requests.saturating_add(1);
     }
     match req.reqtype() {
         Ok(LunReqType::Create) => lun::create(req),
@@ -175,7 +175,8 @@ pub fn lun_request(req: &mut LunReq<'_>) {
         Ok(LunReqType::Modify) => lun::modify(req),
         Err(raw) => req.set_error(format_args!("unknown LUN request type {raw}")),
     }
-    lock().requests -= 1;
+    let mut be = lock();
+    be.requests = be.requests.saturating_sub(1);
 }
 
 /// CTL has freed its side of a LUN (`lun_shutdown`): a remove request

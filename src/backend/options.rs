@@ -186,7 +186,7 @@ impl fmt::Display for DeviceName<'_> {
 /// panicking paths of `str::split`.
 fn split_at_byte(text: &str, sep: u8) -> Option<(&str, &str)> {
     let i = text.bytes().position(|b| b == sep)?;
-    Some((text.get(..i)?, text.get(i + 1..)?))
+    Some((text.get(..i)?, text.get(i.checked_add(1)?..)?))
 }
 
 /// Options a request may carry, at most: CTL reads about thirty, and ctld
@@ -239,7 +239,7 @@ impl fmt::Display for Shown<'_> {
                 if shown == SHOWN_CHARS {
                     return write!(f, "...{quote} ({} bytes)", self.text.len());
                 }
-                shown += 1;
+                shown = shown.saturating_add(1);
                 match item {
                     Ok(c @ ('"' | '\\')) => write!(f, "\\{c}")?,
                     Ok(c) if c.is_control() => write!(f, "\\x{:02x}", u32::from(c))?,

@@ -419,7 +419,7 @@ impl SharedPeriph {
             }
             match self
                 .users
-                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange_weak(n, n.saturating_add(1), Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => return true,
                 Err(now) => n = now,

@@ -57,7 +57,7 @@ impl<const N: usize> FmtBuf<N> {
         for (dst, &src) in self.buf.iter_mut().skip(self.len).zip(bytes) {
             *dst = if src == 0 { b'?' } else { src };
         }
-        self.len += bytes.len();
+        self.len = self.len.saturating_add(bytes.len()).min(N);
     }
 }
 
@@ -79,18 +79,18 @@ impl<const N: usize> fmt::Write for FmtBuf<N> {
             self.push(bytes);
         } else {
             // Keep what fits of whole characters, then the mark.
-            let limit = N.saturating_sub(1 + Self::MARK.len());
+            let limit = N.saturating_sub(1).saturating_sub(Self::MARK.len());
             if self.len > limit {
                 // Back off into what is already there, to a character start.
                 let mut l = limit;
                 while l > 0 && self.buf.get(l).is_some_and(|&b| b & 0xc0 == 0x80) {
-                    l -= 1;
+                    l = l.saturating_sub(1);
                 }
                 self.len = l;
             } else {
-                let mut keep = (limit - self.len).min(bytes.len());
+                let mut keep = limit.saturating_sub(self.len).min(bytes.len());
                 while !s.is_char_boundary(keep) {
-                    keep -= 1;
+                    keep = keep.saturating_sub(1);
                 }
                 self.push(bytes.get(..keep).unwrap_or(&[]));
             }

@@ -63,7 +63,7 @@ impl<T> Slab<T> {
             }
             None => {
                 let room = KBox::<T>::new_uninit(Wait::NoWait)?;
-                self.slots += 1;
+                self.slots = self.slots.saturating_add(1);
                 Ok(room)
             }
         }
@@ -92,7 +92,7 @@ impl<T> Slab<T> {
                 self.free = slot.as_ref().next;
                 alloc::free(slot.cast());
             }
-            self.slots -= 1;
+            self.slots = self.slots.saturating_sub(1);
         }
     }
 }
@@ -162,7 +162,7 @@ impl KBuf {
     }
 
     fn layout(class: u8) -> Layout {
-        let size = 1usize << (MIN_SHIFT + u32::from(class));
+        let size = class_size(u32::from(class));
         // A power of two no larger than 1 MiB: always a valid layout.
         Layout::from_size_align(size, mem::align_of::<usize>()).unwrap_or(Layout::new::<usize>())
     }
@@ -179,7 +179,14 @@ impl Drop for KBuf {
 /// The size class that holds `len` bytes, if one does.
 fn class_of(len: usize) -> Option<u8> {
     let shift = len.max(1).next_power_of_two().trailing_zeros().max(MIN_SHIFT);
-    (shift <= MAX_SHIFT).then(|| (shift - MIN_SHIFT) as u8)
+    (shift <= MAX_SHIFT).then(|| shift.saturating_sub(MIN_SHIFT) as u8)
+}
+
+/// The bytes of a buffer of size class `class`.
+fn class_size(class: u32) -> usize {
+    1usize
+        .checked_shl(MIN_SHIFT.saturating_add(class))
+        .unwrap_or(usize::MAX)
 }
 
 /// Why a [`BufPool`] handed out no buffer.
@@ -241,7 +248,7 @@ impl BufPool {
         if let Some(slot) = *head {
             // SAFETY: a free buffer of this class holds a FreeSlot.
             *head = unsafe { slot.as_ref().next };
-            self.idle -= size;
+            self.idle = self.idle.saturating_sub(size);
             return Ok(KBuf {
                 ptr: slot.cast(),
                 class,
@@ -249,24 +256,24 @@ impl BufPool {
         }
         // Make room from idle buffers of other classes, largest first.
         for (other, head) in self.free.iter_mut().enumerate().rev() {
-            let freed = 1usize << (MIN_SHIFT + other as u32);
-            while self.allocated + size > self.budget {
+            let freed = class_size(other as u32);
+            while self.allocated.saturating_add(size) > self.budget {
                 let Some(slot) = *head else { break };
                 // SAFETY: a free buffer of class `other`, unlinked and freed.
                 unsafe {
                     *head = slot.as_ref().next;
                     alloc::free(slot.cast());
                 }
-                self.allocated -= freed;
-                self.idle -= freed;
+                self.allocated = self.allocated.saturating_sub(freed);
+                self.idle = self.idle.saturating_sub(freed);
             }
         }
-        if self.allocated + size > self.budget {
+        if self.allocated.saturating_add(size) > self.budget {
             return Err(PoolError::Exhausted);
         }
         // Zeroed once, so that every byte of a buffer is initialised.
         let ptr = alloc::malloc(KBuf::layout(class), Wait::NoWait, true)?;
-        self.allocated += size;
+        self.allocated = self.allocated.saturating_add(size);
         Ok(KBuf { ptr, class })
     }
 
@@ -282,7 +289,7 @@ impl BufPool {
         // free slot of its class; the KBuf is not dropped.
         unsafe { slot.as_ptr().write(FreeSlot { next: *head }) };
         *head = Some(slot);
-        self.idle += buf.len();
+        self.idle = self.idle.saturating_add(buf.len());
     }
 
     /// Gives every free buffer back to malloc(9).
@@ -294,9 +301,9 @@ impl BufPool {
                     *head = slot.as_ref().next;
                     alloc::free(slot.cast());
                 }
-                let size = 1usize << (MIN_SHIFT + class as u32);
-                self.allocated -= size;
-                self.idle -= size;
+                let size = class_size(class as u32);
+                self.allocated = self.allocated.saturating_sub(size);
+                self.idle = self.idle.saturating_sub(size);
             }
         }
     }

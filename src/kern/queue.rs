@@ -85,7 +85,7 @@ impl<T: Linked> Stailq<T> {
             None => self.head = Some(new),
         }
         self.tail = Some(new);
-        self.len += 1;
+        self.len = self.len.saturating_add(1);
     }
 
     /// Removes and returns the first element (`STAILQ_REMOVE_HEAD`).
@@ -98,7 +98,7 @@ impl<T: Linked> Stailq<T> {
         if self.head.is_none() {
             self.tail = None;
         }
-        self.len -= 1;
+        self.len = self.len.saturating_sub(1);
         Some(elem)
     }
 
@@ -114,7 +114,7 @@ impl<T: Linked> Stailq<T> {
             None => self.head = Some(first),
         }
         self.tail = Some(last);
-        self.len += core::mem::take(&mut other.len);
+        self.len = self.len.saturating_add(core::mem::take(&mut other.len));
     }
 
     /// The first element `pred` accepts.
@@ -150,7 +150,7 @@ impl<T: Linked> Stailq<T> {
                 if self.tail == Some(p) {
                     self.tail = prev;
                 }
-                self.len -= 1;
+                self.len = self.len.saturating_sub(1);
                 // SAFETY: unlinked above; ownership returns to the caller as
                 // the KBox push_back leaked.
                 let elem = unsafe { KBox::from_raw(p.as_ptr()) };

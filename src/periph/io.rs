@@ -406,7 +406,7 @@ fn finish_with(reqs: Stailq<Request>, status: CamStatus) {
 /// was queued.
 fn arm_scan() {
     if !SCAN_ARMED.load(Ordering::Relaxed) && !SCAN_ARMED.swap(true, Ordering::AcqRel) {
-        SCAN_CALLOUT.reset((cam::hz() * SCAN_INTERVAL_MS / 1000).max(1));
+        SCAN_CALLOUT.reset((cam::hz().saturating_mul(SCAN_INTERVAL_MS) / 1000).max(1));
     }
 }
 

@@ -240,11 +240,11 @@ pub fn deinit() -> Result<(), Errno> {
     // References held by CAM itself (a completion in progress) are released
     // shortly; wait for the last periph to be freed so that no CAM callback
     // can reach the module once it is gone.
-    let mut waited = 0;
+    let mut waited: u32 = 0;
     while !cam::no_periphs() {
         cam::pause(c"ctlpdet", (cam::hz() / 10).max(1));
-        waited += 1;
-        if waited % 50 == 0 {
+        waited = waited.wrapping_add(1);
+        if waited.is_multiple_of(50) {
             printf!("ctlpass: waiting for periphs to be released\n");
         }
     }

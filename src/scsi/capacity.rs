@@ -49,7 +49,7 @@ impl fmt::Display for CapacityError {
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_be_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
 /// Decodes READ CAPACITY(16) data (at least 32 bytes... the first 16 carry

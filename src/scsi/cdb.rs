@@ -44,7 +44,7 @@ impl Cdb {
         let mut i = 0;
         while i < N {
             bytes[i] = a[i];
-            i += 1;
+            i = i.saturating_add(1);
         }
         Cdb { bytes, len: N as u8 }
     }

@@ -179,7 +179,11 @@ pub struct Ascii<'a>(pub &'a [u8]);
 
 impl fmt::Display for Ascii<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let end = self.0.iter().rposition(|&b| b != b' ' && b != 0).map_or(0, |i| i + 1);
+        let end = self
+            .0
+            .iter()
+            .rposition(|&b| b != b' ' && b != 0)
+            .map_or(0, |i| i.saturating_add(1));
         for &b in self.0.iter().take(end) {
             f.write_char(if (0x20..0x7f).contains(&b) { char::from(b) } else { '?' })?;
         }

@@ -237,31 +237,32 @@ pub fn next_unmap(
     let mut cur = cursor;
     let (mut count, mut lbas) = (0usize, 0u64);
     while count < max_descriptors && lbas < max_lbas {
-        let Some(d) = descriptors.get(cur.index * UNMAP_DESCRIPTOR_LEN..(cur.index + 1) * UNMAP_DESCRIPTOR_LEN) else {
+        let start = cur.index.checked_mul(UNMAP_DESCRIPTOR_LEN)?;
+        let Some(d) = descriptors.get(start..start.checked_add(UNMAP_DESCRIPTOR_LEN)?) else {
             break;
         };
         let (lba, len) = (be64(d, 0), be32(d, 8));
         let left = len.saturating_sub(cur.sent);
         if left == 0 {
             cur = UnmapCursor {
-                index: cur.index + 1,
+                index: cur.index.checked_add(1)?,
                 sent: 0,
             };
             continue;
         }
-        let take = u64::from(left).min(max_lbas - lbas) as u32;
-        let at = UNMAP_HEADER_LEN + count * UNMAP_DESCRIPTOR_LEN;
-        let slot = out.get_mut(at..at + UNMAP_DESCRIPTOR_LEN)?;
+        let take = u64::from(left).min(max_lbas.saturating_sub(lbas)) as u32;
+        let at = count.checked_mul(UNMAP_DESCRIPTOR_LEN)?.checked_add(UNMAP_HEADER_LEN)?;
+        let slot = out.get_mut(at..at.checked_add(UNMAP_DESCRIPTOR_LEN)?)?;
         slot.fill(0);
         slot.get_mut(0..8)?
-            .copy_from_slice(&(lba + u64::from(cur.sent)).to_be_bytes());
+            .copy_from_slice(&lba.wrapping_add(u64::from(cur.sent)).to_be_bytes());
         slot.get_mut(8..12)?.copy_from_slice(&take.to_be_bytes());
-        count += 1;
-        lbas += u64::from(take);
-        cur.sent += take;
+        count = count.saturating_add(1);
+        lbas = lbas.saturating_add(u64::from(take));
+        cur.sent = cur.sent.saturating_add(take);
         if cur.sent == len {
             cur = UnmapCursor {
-                index: cur.index + 1,
+                index: cur.index.checked_add(1)?,
                 sent: 0,
             };
         }
@@ -269,24 +270,26 @@ pub fn next_unmap(
     if count == 0 {
         return None;
     }
-    let body = count * UNMAP_DESCRIPTOR_LEN;
+    let body = count.checked_mul(UNMAP_DESCRIPTOR_LEN)?;
     let header = out.get_mut(..UNMAP_HEADER_LEN)?;
     header.fill(0);
     header
         .get_mut(0..2)?
-        .copy_from_slice(&((body + 6) as u16).to_be_bytes());
-    header.get_mut(2..4)?.copy_from_slice(&(body as u16).to_be_bytes());
-    Some((UNMAP_HEADER_LEN + body, cur))
+        .copy_from_slice(&u16::try_from(body.checked_add(6)?).ok()?.to_be_bytes());
+    header
+        .get_mut(2..4)?
+        .copy_from_slice(&u16::try_from(body).ok()?.to_be_bytes());
+    Some((body.checked_add(UNMAP_HEADER_LEN)?, cur))
 }
 
 fn be64(d: &[u8], at: usize) -> u64 {
-    d.get(at..at + 8)
+    d.get(at..at.saturating_add(8))
         .and_then(|b| b.try_into().ok())
         .map_or(0, u64::from_be_bytes)
 }
 
 fn be32(d: &[u8], at: usize) -> u32 {
-    d.get(at..at + 4)
+    d.get(at..at.saturating_add(4))
         .and_then(|b| b.try_into().ok())
         .map_or(0, u32::from_be_bytes)
 }

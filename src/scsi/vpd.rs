@@ -39,7 +39,10 @@ pub fn unit_serial_number(data: &[u8]) -> &[u8] {
         .get(..body.iter().position(|&b| b == 0).unwrap_or(body.len()))
         .unwrap_or(&[]);
     let start = body.iter().position(|&b| b != b' ').unwrap_or(body.len());
-    let end = body.iter().rposition(|&b| b != b' ').map_or(start, |i| i + 1);
+    let end = body
+        .iter()
+        .rposition(|&b| b != b' ')
+        .map_or(start, |i| i.saturating_add(1));
     body.get(start..end).unwrap_or(&[])
 }
 
@@ -124,7 +127,7 @@ impl<'a> DevId<'a> {
             return false;
         };
         scheme.eq_ignore_ascii_case(self.scheme)
-            && hex.len() == 2 * self.id.len()
+            && hex.len() == self.id.len().saturating_mul(2)
             && self
                 .id
                 .iter()
@@ -136,7 +139,7 @@ impl<'a> DevId<'a> {
 fn hex_byte(pair: &[u8]) -> Option<u8> {
     let digit = |c: u8| char::from(c).to_digit(16);
     match pair {
-        [h, l] => Some((digit(*h)? * 16 + digit(*l)?) as u8),
+        [h, l] => u8::try_from(digit(*h)? << 4 | digit(*l)?).ok(),
         _ => None,
     }
 }
@@ -183,7 +186,7 @@ impl BlockLimits {
     pub fn parse(data: &[u8]) -> Option<BlockLimits> {
         let body = page_body(data, BLOCK_LIMITS)?;
         // Offsets below are into the page, which starts 4 bytes before body.
-        let field = |at: usize, len: usize| body.get(at.saturating_sub(4)..at.saturating_sub(4) + len);
+        let field = |at: usize, len: usize| body.get(at.saturating_sub(4)..at.saturating_sub(4).saturating_add(len));
         let be32 = |at| {
             field(at, 4)
                 .and_then(|b| b.try_into().ok())
