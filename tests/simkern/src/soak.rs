@@ -283,6 +283,11 @@ pub fn run(duration: Duration, seed: u64) -> Report {
             }
         }
     }
+    // Devices plugged back at the end bind again before the initiators stop.
+    let t0 = Instant::now();
+    while (m.dmesg().matches("is back; online").count() as u64) < unplugs && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     stop.store(true, Ordering::Relaxed);
     for t in initiators {
         t.join().expect("an initiator thread");
