@@ -323,6 +323,7 @@ mod tests {
             readonly,
             ha_role: HaRole::Primary,
             lost: LostPolicy::Offline,
+            reset_device: false,
         }
     }
 

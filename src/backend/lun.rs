@@ -178,6 +178,8 @@ pub struct Lun {
     online: AtomicBool,
     /// What becomes of the LUN when its device is lost.
     pub(super) lost: LostPolicy,
+    /// Reset the device when CTL clears the LUN's task set (`reset=device`).
+    reset_device: bool,
     /// The device's unit serial number, by which (or by `devid`) it is
     /// found again when it returns.
     serial: FmtBuf<256>,
@@ -531,6 +533,7 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let Some(claimed) = claim.periph() else {
         return Err(LunError::NoDevice(opts.device));
     };
+    periph::set_reset_device(claimed, opts.reset_device);
     let mut bufs = Buffers::new()?;
     let probed = probe(claimed, &mut bufs).map_err(|error| LunError::Probe { name, error })?;
     let plan = identity::plan(&probed, &asked, &opts).map_err(|error| LunError::Plan { name, error })?;
@@ -582,6 +585,7 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
         unit: AtomicU32::new(unit),
         online: AtomicBool::new(true),
         lost: opts.lost,
+        reset_device: opts.reset_device,
         serial,
         name,
         address,
@@ -726,6 +730,7 @@ pub(super) fn rebind(lun: &LunRef) -> bool {
         return false;
     }
     let unit = p.unit_number();
+    periph::set_reset_device(p, l.reset_device);
     claim.set_lun(lun.id());
     let Some(periph) = claim.into_ref() else {
         return false;

@@ -266,6 +266,8 @@ pub struct LunOptions<'a> {
     pub ha_role: HaRole,
     /// What becomes of the LUN when its device is lost (`lost`).
     pub lost: LostPolicy,
+    /// Reset the device when CTL clears the LUN's task set (`reset`).
+    pub reset_device: bool,
 }
 
 /// What becomes of a LUN whose device is lost (option `lost`).
@@ -469,6 +471,18 @@ fn ha_role(value: &str) -> Result<HaRole, OptionError<'_>> {
     }
 }
 
+fn reset(value: &str) -> Result<bool, OptionError<'_>> {
+    match value {
+        "device" => Ok(true),
+        "none" => Ok(false),
+        _ => Err(OptionError::BadValue {
+            name: "reset",
+            value,
+            expected: "\"device\" or \"none\"",
+        }),
+    }
+}
+
 fn lost_policy(value: &str) -> Result<LostPolicy, OptionError<'_>> {
     match value {
         "offline" => Ok(LostPolicy::Offline),
@@ -541,6 +555,7 @@ struct Reading<'a> {
     readonly: bool,
     role: HaRole,
     lost: LostPolicy,
+    reset_device: bool,
     /// The first option naming the device: its name, value and meaning.
     named: Option<(&'a str, &'a str, DeviceName<'a>)>,
 }
@@ -568,6 +583,7 @@ impl<'a> Reading<'a> {
             "readonly" => self.readonly = on_off("readonly", value)?,
             "ha_role" => self.role = ha_role(value)?,
             "lost" => self.lost = lost_policy(value)?,
+            "reset" => self.reset_device = reset(value)?,
             _ => {}
         }
         Ok(())
@@ -584,6 +600,7 @@ pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOpti
         readonly: false,
         role: HaRole::Primary,
         lost: LostPolicy::Offline,
+        reset_device: false,
         named: None,
     };
     let mut meaning_error = None;
@@ -607,6 +624,7 @@ pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOpti
         readonly: reading.readonly,
         ha_role: reading.role,
         lost: reading.lost,
+        reset_device: reading.reset_device,
     })
 }
 
@@ -738,7 +756,13 @@ mod tests {
                 readonly: true,
                 ha_role: HaRole::Primary,
                 lost: LostPolicy::Offline,
+                reset_device: false,
             }
+        );
+        assert!(opts(&[("device", "da1"), ("reset", "device")]).unwrap().reset_device);
+        assert_eq!(
+            format!("{}", opts(&[("device", "da1"), ("reset", "bus")]).unwrap_err()),
+            "option \"reset\": \"bus\" is not \"device\" or \"none\""
         );
         assert_eq!(
             opts(&[("device", "da1"), ("lost", "remove")]).unwrap().lost,

@@ -330,6 +330,28 @@ impl<'a> PeriphLock<'a> {
         }
     }
 
+    /// Resets the periph's device (`XPT_RESET_DEV`, a bus device reset or
+    /// LUN reset as the SIM does it): commands the device runs come back
+    /// ended.  The CCB completes (and is freed) later; an error means it
+    /// could not be sent.
+    pub fn reset_device(&self) -> Result<(), CamStatus> {
+        // SAFETY: allocation of a zeroed CCB that belongs to no periph.
+        let ccb = unsafe { sys::xpt_alloc_ccb_nowait() };
+        if ccb.is_null() {
+            return Err(CamStatus::RESRC_UNAVAIL);
+        }
+        // SAFETY: a fresh CCB set up on the periph's path, whose lock is
+        // held; `reset_done` frees it.
+        unsafe {
+            sys::xpt_setup_ccb(&mut (*ccb).ccb_h, self.periph.path().as_ptr(), CAM_PRIORITY_NORMAL);
+            (*ccb).ccb_h.func_code = sys::XPT_RESET_DEV;
+            (*ccb).ccb_h.flags = sys::CAM_DIR_NONE;
+            (*ccb).ccb_h.cbfcnp = Some(reset_done);
+            sys::xpt_action(ccb);
+        }
+        Ok(())
+    }
+
     /// Removes the registration made by [`PeriphLock::register_lost_device`].
     pub fn deregister_async(&self) {
         let _ = register_async(0, self.periph.as_ptr().cast(), self.periph.path().as_ptr());
@@ -692,6 +714,25 @@ unsafe extern "C" fn scsi_done(p: *mut sys::cam_periph, ccb: *mut sys::ccb) {
             "ctlpass{}: a CCB completed for no active request\n",
             periph.unit_number()
         ),
+    }
+}
+
+/// The completion of an `XPT_RESET_DEV` sent by
+/// [`PeriphLock::reset_device`] (with the periph lock held).
+unsafe extern "C" fn reset_done(_periph: *mut sys::cam_periph, ccb: *mut sys::ccb) {
+    // SAFETY: CAM hands back the CCB reset_device allocated, done with it.
+    unsafe {
+        let status = (*ccb).ccb_h.status;
+        if status & sys::CAM_DEV_QFRZN != 0 {
+            sys::cam_release_devq((*ccb).ccb_h.path, 0, 0, 0, 0);
+        }
+        if status & sys::CAM_STATUS_MASK != sys::CAM_REQ_CMP {
+            crate::printf!(
+                "ctlpass: a device reset failed ({})\n",
+                CamStatus(status & sys::CAM_STATUS_MASK)
+            );
+        }
+        sys::xpt_free_ccb(ccb);
     }
 }
 

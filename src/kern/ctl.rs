@@ -359,6 +359,15 @@ impl CtlIo {
         unsafe { ptr::read_volatile(&raw const (*self.io.as_ptr()).io_hdr.flags) & sys::CTL_FLAG_ABORT != 0 }
     }
 
+    /// Whether CTL aborted the I/O with `CTL_FLAG_ABORT_STATUS`: for another
+    /// initiator's TMF, or one that cleared the whole task set (CLEAR TASK
+    /// SET, LUN RESET).
+    pub fn is_aborted_with_status(&self) -> bool {
+        let all = sys::CTL_FLAG_ABORT | sys::CTL_FLAG_ABORT_STATUS;
+        // SAFETY: CTL only ever sets these flags; an unlocked read is benign.
+        unsafe { ptr::read_volatile(&raw const (*self.io.as_ptr()).io_hdr.flags) & all == all }
+    }
+
     /// Whether the I/O already has an error status (set by CTL or the
     /// frontend after a data move: a transport error, short data).
     pub fn has_error(&self) -> bool {

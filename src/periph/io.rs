@@ -88,6 +88,12 @@ impl Request {
     pub fn is_aborted(&self) -> bool {
         self.io.as_ref().is_some_and(CtlIo::is_aborted)
     }
+
+    /// Whether CTL aborted it clearing a whole task set (see
+    /// [`CtlIo::is_aborted_with_status`]).
+    fn is_cleared(&self) -> bool {
+        self.io.as_ref().is_some_and(CtlIo::is_aborted_with_status)
+    }
 }
 
 // SAFETY: `link` returns the `link` field.
@@ -158,12 +164,15 @@ static SCAN_ARMED: AtomicBool = AtomicBool::new(false);
 /// it would have).
 static ABORTS_SENT: AtomicU64 = AtomicU64::new(0);
 static ABORTS_REFUSED: AtomicU64 = AtomicU64::new(0);
+/// XPT_RESET_DEVs sent (LUNs with `reset=device`).
+static RESETS_SENT: AtomicU64 = AtomicU64::new(0);
 
 /// Module load: sets up the done queue, the abort scan and their tasks.
 pub fn sysinit() {
     SCAN_ARMED.store(false, Ordering::Relaxed);
     ABORTS_SENT.store(0, Ordering::Relaxed);
     ABORTS_REFUSED.store(0, Ordering::Relaxed);
+    RESETS_SENT.store(0, Ordering::Relaxed);
     // SAFETY: once per load, before any request exists; sysuninit destroyed
     // (or drained) the previous load's.
     unsafe {
@@ -434,6 +443,18 @@ fn scan_periph(periph: &Periph) -> bool {
         victims.push_back(req);
     }
     finish_with(victims, CamStatus::REQ_ABORTED);
+    // A LUN with `reset=device` whose every running command was aborted by
+    // a task-set-wide TMF (LUN RESET, CLEAR TASK SET) resets the device
+    // too, as the initiator asked of the logical unit; the commands are
+    // still aborted one by one, for those the reset does not reach (queued
+    // in CAM, not yet at the device).
+    let resets = periph.softc().is_some_and(Softc::resets_device);
+    let cleared = lock.locked().is_some_and(|q| {
+        q.active.find_mut(|r| !r.abort_sent).is_some() && q.active.find_mut(|r| !r.is_cleared()).is_none()
+    });
+    if resets && cleared && lock.reset_device().is_ok() {
+        RESETS_SENT.fetch_add(1, Ordering::Relaxed);
+    }
     loop {
         let Some(q) = lock.locked() else { return false };
         let victim = q.active.find_mut(|r| !r.abort_sent && r.is_aborted()).map(|r| {
@@ -455,12 +476,13 @@ fn scan_periph(periph: &Periph) -> bool {
         .is_some_and(|q| !q.incoming.is_empty() || !q.active.is_empty())
 }
 
-/// XPT_ABORTs the abort scan sent since the module was loaded, and how many
-/// of them CAM did not take.
-pub fn abort_counts() -> (u64, u64) {
+/// XPT_ABORTs the abort scan sent since the module was loaded, how many of
+/// them CAM did not take, and XPT_RESET_DEVs it sent.
+pub fn abort_counts() -> (u64, u64, u64) {
     (
         ABORTS_SENT.load(Ordering::Relaxed),
         ABORTS_REFUSED.load(Ordering::Relaxed),
+        RESETS_SENT.load(Ordering::Relaxed),
     )
 }
 

@@ -67,6 +67,9 @@ pub struct Softc {
     /// The LUN the device backs: [`NO_LUN`], [`CLAIMED`] while a request
     /// creates one, or its number.
     lun: AtomicU32,
+    /// Reset the device when CTL clears the task set of its LUN (the LUN's
+    /// `reset=device`).
+    reset_device: AtomicBool,
     /// The I/O queues, under the periph's lock.
     pub locked: PeriphLocked<io::Locked>,
 }
@@ -135,6 +138,23 @@ pub fn set_lun(periph: &Periph, id: u32) {
 /// Gives the device of `periph` up: it backs no LUN any more.
 pub fn release(periph: &Periph) {
     set_lun(periph, NO_LUN);
+    set_reset_device(periph, false);
+}
+
+/// Whether the device of `periph` is reset when CTL clears its LUN's task
+/// set (LUN RESET, CLEAR TASK SET) instead of its commands being aborted
+/// one by one.
+pub fn set_reset_device(periph: &Periph, on: bool) {
+    if let Some(s) = periph.softc() {
+        s.reset_device.store(on, Ordering::Release);
+    }
+}
+
+impl Softc {
+    /// See [`set_reset_device`].
+    pub fn resets_device(&self) -> bool {
+        self.reset_device.load(Ordering::Acquire)
+    }
 }
 
 /// Room for a device name (`ctlpass4294967295`).
@@ -298,6 +318,7 @@ pub fn ctor(lock: &PeriphLock<'_>, cgd: &GetDev) -> Result<KBox<Softc>, CamStatu
             identity,
             valid: AtomicBool::new(true),
             lun: AtomicU32::new(NO_LUN),
+            reset_device: AtomicBool::new(false),
             locked: PeriphLocked::new(io::Locked::default()),
         },
         Wait::NoWait,

@@ -97,6 +97,32 @@ pub unsafe extern "C" fn taskqueue_drain(tq: *mut sys::taskqueue, task: *mut sys
     }
 }
 
+/// Waits until no task is queued or running.
+pub fn wait_idle() {
+    let mut q = queue();
+    while !q.waiting.is_empty() || q.running.is_some() {
+        q = CHANGED.wait(q).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Waits (up to `limit`) until no callout is pending and no task queued or
+/// running: what a pulled or new device set off is done, and a periodic
+/// scan holds no reference.  Returns whether the kernel settled.
+pub fn settle(limit: std::time::Duration) -> bool {
+    let t0 = std::time::Instant::now();
+    loop {
+        wait_idle();
+        if crate::callout::pending() == 0 {
+            wait_idle();
+            return true;
+        }
+        if t0.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// The queue's thread: runs each task with the count of requests it
 /// collected, no lock held.
 fn run() {

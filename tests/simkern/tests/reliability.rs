@@ -245,7 +245,7 @@ fn abort_task_ends_a_command_the_device_runs() {
     assert!(r[1].1 - t0 < PROMPT, "took {:?}", r[1].1 - t0);
     let s = cam::device_stats(0, 0, 0);
     assert_eq!((s.aborts_requested, s.aborted), (1, 1));
-    assert_eq!(ctlpass::periph::io::abort_counts(), (1, 0));
+    assert_eq!(ctlpass::periph::io::abort_counts(), (1, 0, 0));
     assert_eq!(s.completed.get(&sys::CAM_REQ_ABORTED), Some(&1));
     assert_idle(0);
     // The LUN goes on: the same read is served.
@@ -333,6 +333,10 @@ fn lun_reset_ends_every_command_and_tells_the_other_initiators() {
         aborted(&resp);
     }
     assert_idle(0);
+    // Without reset=device, the device is not reset: each command is
+    // aborted on its own.
+    let s = cam::device_stats(0, 0, 0);
+    assert_eq!((s.resets, s.aborts_requested), (0, 3));
     // The initiator that reset the LUN gets no unit attention; the other
     // gets 29/00 once.
     good(&ctl::execute(lun, &from(0, Cmd::none(&[0; 6]))));
@@ -343,6 +347,44 @@ fn lun_reset_ends_every_command_and_tells_the_other_initiators() {
         "{ua:?}"
     );
     good(&ctl::execute(lun, &from(1, Cmd::none(&[0; 6]))));
+    shut_down(m, &luns);
+}
+
+#[test]
+fn with_reset_device_a_lun_reset_resets_the_device_once() {
+    let (m, luns) = machine_with(1, &[("reset", "device")]);
+    let lun = luns[0];
+    hold(0, 1000..1003, 3);
+    let sent = vec![
+        send(lun, from(0, read16(1000, 1))),
+        send(lun, from(1, read16(1001, 1))),
+        send(lun, from(1, write16(1002, &[2; 512]))),
+    ];
+    wait_for(|| queues(0).active == 3, "three held commands");
+    let t0 = Instant::now();
+    assert_eq!(ctl::task_management(Tmf::LunReset { lun, initiator: 0 }), 3);
+    for (resp, when) in collect(sent) {
+        aborted(&resp);
+        assert!(when - t0 < PROMPT);
+    }
+    // One XPT_RESET_DEV, and an XPT_ABORT for each command (the device
+    // runs one at a time: two were still queued in CAM; the reset may have
+    // ended the running one before its abort came).
+    let s = cam::device_stats(0, 0, 0);
+    assert_eq!((s.resets, s.aborts_requested), (1, 3));
+    assert!(s.aborted >= 2, "{s:?}");
+    let (sent, _, resets) = ctlpass::periph::io::abort_counts();
+    assert_eq!((sent, resets), (3, 1));
+    assert_idle(0);
+    // ABORT TASK SET of one initiator does not reset the device.
+    hold(0, 1000..1001, 1);
+    let one = send(lun, from(0, read16(1000, 1)));
+    wait_for(|| queues(0).active == 1, "a held command");
+    assert_eq!(ctl::task_management(Tmf::AbortTaskSet { lun, initiator: 0 }), 1);
+    aborted(&one.thread.join().expect("initiator").0);
+    let s = cam::device_stats(0, 0, 0);
+    assert_eq!((s.resets, s.aborts_requested), (1, 4));
+    good(&ctl::execute(lun, &read16(1000, 1)));
     shut_down(m, &luns);
 }
 
@@ -401,7 +443,7 @@ fn without_sim_support_an_aborted_command_ends_when_its_ccb_returns() {
     assert!(when - t0 >= delay / 2, "ended before its CCB came back");
     let s = cam::device_stats(0, 0, 0);
     assert_eq!((s.aborts_requested, s.aborted), (1, 0));
-    assert_eq!(ctlpass::periph::io::abort_counts(), (1, 1));
+    assert_eq!(ctlpass::periph::io::abort_counts(), (1, 1, 0));
     // The write was not sent again.
     assert_eq!(s.started, s.completed.values().sum::<u64>());
     assert_idle(0);

@@ -586,6 +586,8 @@ LUN Backend       Size (Blocks)   BS Serial Number    Device ID\x20\x20\x20\x20\
 da7 at mpr0 bus 0 scbus0 target 3 lun 0
 da7: <ACME ROADRUNNER BEEP>  s/n ABC123 detached
 (da7:mpr0:0:3:0): Periph destroyed
+ctlpass: LUN 0: da7 is lost; offline until it returns
+ctlpass4: detached
 # ctladm devlist
 LUN Backend       Size (Blocks)   BS Serial Number    Device ID\x20\x20\x20\x20\x20\x20\x20
   0 passthrough               8192 4096 ABC123           ABC123\x20\x20\x20\x20\x20\x20\x20\x20\x20\x20

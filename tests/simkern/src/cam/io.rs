@@ -56,6 +56,23 @@ pub(super) fn alloc_ccb_nowait() -> *mut sys::ccb {
     alloc_ccb(std::ptr::null_mut())
 }
 
+/// `xpt_alloc_ccb_nowait`, as the module calls it.
+#[unsafe(no_mangle)]
+pub extern "C" fn xpt_alloc_ccb_nowait() -> *mut sys::ccb {
+    alloc_ccb_nowait()
+}
+
+/// `xpt_free_ccb`, as the module calls it.
+///
+/// # Safety
+///
+/// `ccb` came from `xpt_alloc_ccb_nowait` and is not used afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn xpt_free_ccb(ccb: *mut sys::ccb) {
+    // SAFETY: the caller's contract.
+    unsafe { free_ccb(ccb) }
+}
+
 /// `xpt_free_ccb`.
 ///
 /// # Safety
@@ -332,7 +349,12 @@ pub(super) unsafe fn done(ccb: *mut sys::ccb) {
     // SAFETY: the caller's contract.
     unsafe {
         let h = &(*ccb).ccb_h;
-        let periph = ccb_periph(ccb);
+        // A CCB allocated for no periph reports to its path's, as
+        // xpt_done_process calls `cbfcnp(ccb_h->path->periph, ccb)`.
+        let periph = match ccb_periph(ccb) {
+            p if p.is_null() => path_ref(h.path).periph,
+            p => p,
+        };
         let Some(cb) = h.cbfcnp else {
             kpanic!("xpt_done: a queued CCB without a completion callback")
         };

@@ -572,6 +572,7 @@ pub unsafe extern "C" fn xpt_action(ccb: *mut sys::ccb) {
         // SAFETY: as above.
         sys::XPT_DEV_ADVINFO => unsafe { advinfo(&path.device, &mut (*ccb).cdai) },
         sys::XPT_SCSI_IO => io::queue_scsi(&path.device, ccb),
+        sys::XPT_RESET_DEV => path.device.sim.reset_device(ccb),
         // SAFETY: as above.
         sys::XPT_ABORT => unsafe {
             let victim = (*ccb).cab.abort_ccb;

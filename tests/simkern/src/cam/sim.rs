@@ -29,6 +29,8 @@
 //!   set to not abort started commands ([`set_abort_support`]), the abort
 //!   is refused with `CAM_UA_ABORT` and the command completes as it would
 //!   have.  Either way the completion comes from the SIM thread.
+//! - **Resets** (`XPT_RESET_DEV`) end the commands the device runs with
+//!   `CAM_REQ_ABORTED`, then complete.
 //! - **Unplugging** ends the commands the device runs with
 //!   `CAM_DEV_NOT_THERE`; commands started later get it at once.
 //! - **Faults** ([`inject`], see `fault.rs`) are decided when a command
@@ -182,6 +184,8 @@ pub struct DeviceStats {
     pub aborts_requested: u64,
     /// CCBs those aborts ended with `CAM_REQ_ABORTED`.
     pub aborted: u64,
+    /// `XPT_RESET_DEV`s the device got.
+    pub resets: u64,
 }
 
 /// The distinct data ranges of the last [`BUFFER_LOG_LEN`] CCBs.
@@ -379,6 +383,7 @@ struct Counters {
     lateness: Lateness,
     aborts_requested: u64,
     aborted: u64,
+    resets: u64,
 }
 
 /// A device's SIM.
@@ -555,6 +560,44 @@ impl Sim {
         st.counters.aborted += 1;
         self.poke(st);
         sys::CAM_REQ_CMP
+    }
+
+    /// `XPT_RESET_DEV`: the device resets; the commands it runs end with
+    /// `CAM_REQ_ABORTED` (their data may have moved), and then the reset
+    /// CCB completes, from the SIM thread.
+    pub(super) fn reset_device(self: &Arc<Self>, ccb: *mut sys::ccb) {
+        // SAFETY: a CCB its issuer set up and now hands to the XPT.
+        unsafe { (*ccb).ccb_h.status = sys::CAM_REQ_INPROG };
+        let mut st = self.lock();
+        st.counters.resets += 1;
+        let now = Instant::now();
+        let flights = std::mem::take(&mut st.in_flight);
+        st.in_flight = flights
+            .into_iter()
+            .map(|Reverse(mut f)| {
+                f.deadline = now;
+                f.timed = false;
+                f.done.status = sys::CAM_REQ_ABORTED;
+                f.done.scsi_status = GOOD;
+                f.done.autosense = None;
+                Reverse(f)
+            })
+            .collect();
+        let seq = st.seq;
+        st.seq += 1;
+        st.in_flight.push(Reverse(InFlight {
+            deadline: now,
+            seq,
+            ccb: ccb as usize,
+            timed: false,
+            done: Done {
+                status: sys::CAM_REQ_CMP,
+                scsi_status: GOOD,
+                resid: 0,
+                autosense: None,
+            },
+        }));
+        self.poke(st);
     }
 
     /// `cam_release_devq`: thaws the queue once unless `count_only`;
@@ -1101,6 +1144,7 @@ pub fn device_stats(path_id: u32, target: u32, lun: u64) -> DeviceStats {
         lateness: c.lateness.clone(),
         aborts_requested: c.aborts_requested,
         aborted: c.aborted,
+        resets: c.resets,
     }
 }
 

@@ -163,10 +163,19 @@ fn parse_params<'a>(kind: &str, params: &[&'a str]) -> Result<Wanted<'a>, String
     Ok(w)
 }
 
-/// The kernel messages printed while `f` runs (what the console shows).
+/// How long a device's coming or going may take to settle.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The kernel messages printed while `f` runs (what the console shows).  A
+/// device comes or goes with the kernel settled (no periodic scan holding
+/// a periph for a moment), and what that sets off (a LUN going offline or
+/// binding again) is done, and shown, before the next command, as for an
+/// administrator who looks afterwards.
 fn console_of(f: impl FnOnce()) -> String {
+    crate::taskqueue::settle(SETTLE);
     let before = console::dmesg().len();
     f();
+    crate::taskqueue::settle(SETTLE);
     console::dmesg().get(before..).unwrap_or("").to_owned()
 }
 
