@@ -43,12 +43,23 @@ ctladm stop 1
 ctladm start 1
 ctladm tur 1
 
+# Pull the SAS disk with its LUN exported: the LUN stays, offline (CTL
+# answers NOT READY), and the device's periph goes.  Slide the disk back
+# into another bay: it arrives as da6, and the LUN, which knows it by its
+# device id, binds to it again.
+device remove da5
+ctladm devlist -v
+! ctladm tur 0
+device add disk name=da6 blocks=65536 pblockexp=3 vendor=HGST product=HUH721212AL5200 revision=A3D0 serial=8HK2X3ZA naa=5000cca27b1c0001
+ctladm tur 0
+ctladm readcap 0
+
 # Take it all down: nothing may stay allocated.
 ctladm remove -b passthrough -l 0
 ctladm remove -b passthrough -l 1
 ctladm devlist
 device remove da3
-device remove da5
+device remove da6
 kldunload ctlpass
 balance ctlpass
 tgtd stop

@@ -238,11 +238,18 @@ impl Periph {
 
     /// The driver's state, set up by the constructor.
     pub fn softc(&self) -> Option<&Softc> {
-        // SAFETY: `softc` is written only by `periph_ctor` (before the periph
-        // is visible to anyone else) and `periph_dtor` (after the last
-        // reference is gone), so it is stable while this reference lives; it
-        // is NULL or a pointer from `KBox::<Softc>::into_raw`.
-        unsafe { (*self.as_ptr()).softc.cast::<Softc>().as_ref() }
+        // SAFETY: `softc` is written only by `periph_ctor`, once, published
+        // with Release while the periph may already be on its driver's list
+        // (a walker sees NULL or the whole state), and by `periph_dtor`
+        // after the last reference is gone; so it is stable while this
+        // reference lives.  It is NULL or a pointer from
+        // `KBox::<Softc>::into_raw`, and the field is aligned for atomics.
+        unsafe {
+            AtomicPtr::from_ptr(&raw mut (*self.as_ptr()).softc)
+                .load(Ordering::Acquire)
+                .cast::<Softc>()
+                .as_ref()
+        }
     }
 
     /// Takes the periph's lock (the device mutex, `cam_periph_lock`).
@@ -1107,9 +1114,10 @@ unsafe extern "C" fn periph_ctor(p: *mut sys::cam_periph, arg: *mut c_void) -> s
     let lock = unsafe { PeriphLock::assume_held(periph) };
     match periph::ctor(&lock, cgd) {
         Ok(softc) => {
-            // SAFETY: the periph is not yet visible to anyone else; the
-            // destructor takes the softc back.
-            unsafe { (*p).softc = KBox::into_raw(softc).cast() };
+            // SAFETY: the periph is live; the state is published whole (see
+            // Periph::softc); the destructor takes it back.
+            unsafe { AtomicPtr::from_ptr(&raw mut (*p).softc).store(KBox::into_raw(softc).cast(), Ordering::Release) };
+            periph::attached();
             sys::CAM_REQ_CMP
         }
         Err(status) => status.0,

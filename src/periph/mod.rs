@@ -346,9 +346,13 @@ pub fn ctor(lock: &PeriphLock<'_>, cgd: &GetDev) -> Result<KBox<Softc>, CamStatu
         Ascii(id.sim_name()),
         id.sim_unit,
     );
-    // An offline LUN may be waiting for this device.
-    crate::backend::devices_changed();
     Ok(softc)
+}
+
+/// The new periph's state is published (after [`ctor`]): an offline LUN
+/// may be waiting for its device.
+pub fn attached() {
+    crate::backend::devices_changed();
 }
 
 /// The periph is invalidated: its device is gone or the driver detaches.
