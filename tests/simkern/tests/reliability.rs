@@ -191,6 +191,20 @@ fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
     }
 }
 
+/// ABORT TASK for `sent`, which must hit it; its response, and how long
+/// after the TMF it came.
+fn abort_task(lun: u32, sent: Sent) -> (Response, Duration) {
+    let t0 = Instant::now();
+    let hit = ctl::task_management(Tmf::AbortTask {
+        lun,
+        initiator: 0,
+        tag: sent.tag,
+    });
+    assert_eq!(hit, 1, "ABORT TASK of tag {}", sent.tag);
+    let (resp, when) = sent.thread.join().expect("the initiator thread");
+    (resp, when - t0)
+}
+
 fn collect(sent: Vec<Sent>) -> Vec<(Response, Instant)> {
     sent.into_iter()
         .map(|s| s.thread.join().expect("the initiator thread"))
@@ -229,20 +243,11 @@ fn abort_task_ends_a_command_the_device_runs() {
     let (m, luns) = machine(1);
     let lun = luns[0];
     hold(0, 1000..1001, 1);
-    let fast = send(lun, read16(0, 8));
     let held = send(lun, read16(1000, 1));
-    wait_for(|| queues(0).active == 1 && ctl::tasks(lun).len() == 1, "the fast read");
-    let t0 = Instant::now();
-    let hit = ctl::task_management(Tmf::AbortTask {
-        lun,
-        initiator: 0,
-        tag: held.tag,
-    });
-    assert_eq!(hit, 1);
-    let r = collect(vec![fast, held]);
-    good(&r[0].0);
-    aborted(&r[1].0);
-    assert!(r[1].1 - t0 < PROMPT, "took {:?}", r[1].1 - t0);
+    wait_for(|| queues(0).active == 1, "the held read");
+    let (resp, took) = abort_task(lun, held);
+    aborted(&resp);
+    assert!(took < PROMPT, "took {took:?}");
     let s = cam::device_stats(0, 0, 0);
     assert_eq!((s.aborts_requested, s.aborted), (1, 1));
     assert_eq!(ctlpass::periph::io::abort_counts(), (1, 0, 0));
@@ -429,18 +434,9 @@ fn without_sim_support_an_aborted_command_ends_when_its_ccb_returns() {
     cam::inject(0, 0, 0, Fault::new(Match::any().lbas(1000..1001), Effect::Delay(delay)));
     let held = send(lun, write16(1000, &[3; 512]));
     wait_for(|| queues(0).active == 1, "the held write");
-    let t0 = Instant::now();
-    assert_eq!(
-        ctl::task_management(Tmf::AbortTask {
-            lun,
-            initiator: 0,
-            tag: held.tag
-        }),
-        1
-    );
-    let (resp, when) = held.thread.join().expect("initiator");
+    let (resp, took) = abort_task(lun, held);
     aborted(&resp);
-    assert!(when - t0 >= delay / 2, "ended before its CCB came back");
+    assert!(took >= delay / 2, "ended before its CCB came back");
     let s = cam::device_stats(0, 0, 0);
     assert_eq!((s.aborts_requested, s.aborted), (1, 0));
     assert_eq!(ctlpass::periph::io::abort_counts(), (1, 1, 0));
@@ -467,18 +463,9 @@ fn a_command_waiting_for_a_buffer_is_aborted_at_once() {
     }
     wait_for(|| queues(0).incoming == 33, "33 writes waiting");
     let last = sent.pop().expect("the last write");
-    let t0 = Instant::now();
-    assert_eq!(
-        ctl::task_management(Tmf::AbortTask {
-            lun,
-            initiator: 0,
-            tag: last.tag
-        }),
-        1
-    );
-    let (resp, when) = last.thread.join().expect("initiator");
+    let (resp, took) = abort_task(lun, last);
     aborted(&resp);
-    assert!(when - t0 < PROMPT, "took {:?}", when - t0);
+    assert!(took < PROMPT, "took {took:?}");
     assert_eq!(queues(0).incoming, 32);
     // The rest goes with a CLEAR TASK SET; only the held write ever
     // reached the device.

@@ -540,20 +540,7 @@ impl Sim {
                 done,
             }));
         } else if st.aborts_started && st.in_flight.iter().any(|f| f.0.ccb == v) {
-            let flights = std::mem::take(&mut st.in_flight);
-            st.in_flight = flights
-                .into_iter()
-                .map(|Reverse(mut f)| {
-                    if f.ccb == v {
-                        f.deadline = now;
-                        f.timed = false;
-                        f.done.status = sys::CAM_REQ_ABORTED;
-                        f.done.scsi_status = GOOD;
-                        f.done.autosense = None;
-                    }
-                    Reverse(f)
-                })
-                .collect();
+            st.end_now(|ccb| ccb == v, sys::CAM_REQ_ABORTED);
         } else {
             return sys::CAM_UA_ABORT;
         }
@@ -570,19 +557,8 @@ impl Sim {
         unsafe { (*ccb).ccb_h.status = sys::CAM_REQ_INPROG };
         let mut st = self.lock();
         st.counters.resets += 1;
+        st.end_now(|_| true, sys::CAM_REQ_ABORTED);
         let now = Instant::now();
-        let flights = std::mem::take(&mut st.in_flight);
-        st.in_flight = flights
-            .into_iter()
-            .map(|Reverse(mut f)| {
-                f.deadline = now;
-                f.timed = false;
-                f.done.status = sys::CAM_REQ_ABORTED;
-                f.done.scsi_status = GOOD;
-                f.done.autosense = None;
-                Reverse(f)
-            })
-            .collect();
         let seq = st.seq;
         st.seq += 1;
         st.in_flight.push(Reverse(InFlight {
@@ -638,19 +614,7 @@ impl Sim {
         if present || st.in_flight.is_empty() {
             return;
         }
-        let now = Instant::now();
-        let flights = std::mem::take(&mut st.in_flight);
-        st.in_flight = flights
-            .into_iter()
-            .map(|Reverse(mut f)| {
-                f.deadline = now;
-                f.timed = false;
-                f.done.status = sys::CAM_DEV_NOT_THERE;
-                f.done.scsi_status = GOOD;
-                f.done.autosense = None;
-                Reverse(f)
-            })
-            .collect();
+        st.end_now(|_| true, sys::CAM_DEV_NOT_THERE);
         self.poke(st);
     }
 
@@ -670,6 +634,26 @@ fn set_timer_slack() {
 }
 
 impl SimState {
+    /// Ends the started commands whose CCB `which` picks now, with CAM
+    /// status `status` (their data may have moved).
+    fn end_now(&mut self, which: impl Fn(usize) -> bool, status: u32) {
+        let now = Instant::now();
+        let flights = std::mem::take(&mut self.in_flight);
+        self.in_flight = flights
+            .into_iter()
+            .map(|Reverse(mut f)| {
+                if which(f.ccb) {
+                    f.deadline = now;
+                    f.timed = false;
+                    f.done.status = status;
+                    f.done.scsi_status = GOOD;
+                    f.done.autosense = None;
+                }
+                Reverse(f)
+            })
+            .collect();
+    }
+
     /// Takes a queued CCB to start: maps its data, records its buffers,
     /// and decides what happens to it (device gone, held sense, faults)
     /// and how long after `now` it completes.
