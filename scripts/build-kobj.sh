@@ -43,7 +43,10 @@ PATH=$(dirname "$RUSTC"):$PATH RUSTC_BOOTSTRAP=1 RUSTC=$RUSTC \
 [ "$command" = build ] || exit 0
 
 # The flags build.rs generated the bindings with are the shim's (make kmod).
-out_dir=$(sed -n 's/.*"reason":"build-script-executed","package_id":"[^"]*#ctlpass@[^"]*".*"out_dir":"\([^"]*\)".*/\1/p' "$out/cargo-messages.json" | tail -n 1)
+# The package id is `path+file:///DIR#ctlpass@VERSION`, or
+# `path+file:///DIR/ctlpass#VERSION` when the checkout's folder is named
+# ctlpass.
+out_dir=$(sed -n 's/.*"reason":"build-script-executed","package_id":"path+file:[^"]*\(#ctlpass@\|\/ctlpass#\)[^"]*".*"out_dir":"\([^"]*\)".*/\2/p' "$out/cargo-messages.json" | tail -n 1)
 [ -f "$out_dir/kmod-cflags" ] || { echo "build-kobj: cannot find ctlpass's build script output" >&2; exit 1; }
 cp "$out_dir/kmod-cflags" "$out/kmod-cflags"
 
