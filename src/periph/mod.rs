@@ -150,13 +150,6 @@ pub fn set_reset_device(periph: &Periph, on: bool) {
     }
 }
 
-impl Softc {
-    /// See [`set_reset_device`].
-    pub fn resets_device(&self) -> bool {
-        self.reset_device.load(Ordering::Acquire)
-    }
-}
-
 /// Room for a device name (`ctlpass4294967295`).
 pub const DEVICE_NAME_LEN: usize = 24;
 
@@ -237,6 +230,12 @@ impl Softc {
     /// Whether the periph still serves its device.
     pub fn is_valid(&self) -> bool {
         self.valid.load(Ordering::Acquire)
+    }
+
+    /// Whether its device is reset when CTL clears its LUN's task set (see
+    /// [`set_reset_device`]).
+    pub fn resets_device(&self) -> bool {
+        self.reset_device.load(Ordering::Acquire)
     }
 }
 
