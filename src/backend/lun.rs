@@ -11,14 +11,14 @@
 
 use core::ffi::CStr;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::identity::{self, About, Plan, PlanError, Probe};
 use super::io::IoLimits;
 use super::options::{self, DeviceName, LostPolicy, OptionError};
 use super::{Entry, lock};
 use crate::kern::alloc::{KBox, Wait};
-use crate::kern::cam::{CamAddress, CamStatus, PeriphLock, PeriphRef, ScsiResult, SharedPeriph};
+use crate::kern::cam::{CamAddress, CamStatus, Periph, PeriphLock, PeriphRef, ScsiResult, SharedPeriph};
 use crate::kern::ctl::{LunConfig, LunFlags, LunRef, LunReq, MediaEvent, Sbuf};
 use crate::kern::errno::Errno;
 use crate::kern::fmt::FmtBuf;
@@ -35,7 +35,7 @@ use crate::scsi::vpd::{self, BlockLimits, DevId, Provisioning};
 type Message = FmtBuf<160>;
 
 /// A device's name, as administrators know it (`da3`).
-type Name = FmtBuf<DEVICE_NAME_LEN>;
+pub(super) type Name = FmtBuf<DEVICE_NAME_LEN>;
 
 /// Why a LUN request failed, or (for `Warning`) what it did not do as asked;
 /// displayed, it is the `error_str` ctladm and ctld show.
@@ -167,12 +167,46 @@ fn message(e: &dyn fmt::Display) -> Message {
     m
 }
 
+/// Where a LUN's device is now: what `devlist -v` shows of it, kept in the
+/// backend's record of the LUN (a device that returns may be elsewhere).
+#[derive(Clone, Copy)]
+pub(super) struct Place {
+    /// The device's name (`da3`).
+    pub(super) name: Name,
+    /// Its CAM address.
+    address: CamAddress,
+    /// The SIM and its unit (`mpr0`).
+    sim: FmtBuf<24>,
+    /// The ctlpass periph's unit.
+    unit: u32,
+}
+
+impl Place {
+    /// Where the device of `periph` is.
+    fn of(periph: &Periph) -> Place {
+        let mut sim = FmtBuf::new();
+        let mut address = CamAddress {
+            path_id: 0,
+            target_id: 0,
+            lun_id: 0,
+        };
+        if let Some(s) = periph.softc() {
+            let _ = write!(sim, "{}{}", Ascii(s.identity.sim_name()), s.identity.sim_unit);
+            address = s.identity.address;
+        }
+        Place {
+            name: periph::device_name(periph),
+            address,
+            sim,
+            unit: periph.unit_number(),
+        }
+    }
+}
+
 /// A passthrough LUN: the device it exports, held until CTL is done.
 pub struct Lun {
     /// The device's periph, let go while the device is lost.
     device: SharedPeriph,
-    /// The unit number of the periph bound last (`ctlpassN`).
-    unit: AtomicU32,
     /// The device is bound and CTL knows it has its medium: cleared when
     /// the device is lost, set once it is back.
     online: AtomicBool,
@@ -183,12 +217,6 @@ pub struct Lun {
     /// The device's unit serial number, by which (or by `devid`) it is
     /// found again when it returns.
     serial: FmtBuf<256>,
-    /// The device's name when the LUN was created (`da3`).
-    name: FmtBuf<DEVICE_NAME_LEN>,
-    /// Where the device is.
-    address: CamAddress,
-    /// The SIM and unit (`mpr0`).
-    sim: FmtBuf<24>,
     /// The device's NAA or EUI-64 designator, as text.
     devid: FmtBuf<48>,
     /// The largest transfer the SIM takes, in bytes.
@@ -220,11 +248,6 @@ impl Lun {
         }
     }
 
-    /// The device's name when the LUN was created (`da3`).
-    pub(super) fn name(&self) -> &str {
-        self.name.as_str()
-    }
-
     /// The device is lost: the LUN lets its periph go (the last I/O to
     /// leave releases it if any is left).
     pub(super) fn lose_device(&self) {
@@ -246,19 +269,24 @@ impl Lun {
         drop(self.device.close());
     }
 
-    /// Writes `lun_info`'s elements.  Called with CTL's mutexes held: reads
-    /// only what never changes, and atomics.
-    pub fn info(&self, sb: &mut Sbuf) {
-        sb.element("periph", format_args!("{}", self.name.as_str()));
-        sb.element("ctlpass", format_args!("ctlpass{}", self.unit.load(Ordering::Relaxed)));
+    /// Writes `lun_info`'s elements, with where the device is (`place`).
+    /// Called with CTL's mutexes held: reads only what never changes, and
+    /// atomics.
+    pub(super) fn info(&self, place: Option<&Place>, sb: &mut Sbuf) {
+        if let Some(p) = place {
+            sb.element("periph", format_args!("{}", p.name.as_str()));
+            sb.element("ctlpass", format_args!("ctlpass{}", p.unit));
+        }
         let state = if self.online.load(Ordering::Acquire) {
             "online"
         } else {
             "offline"
         };
         sb.element("state", format_args!("{state}"));
-        sb.element("cam_path", format_args!("{}", self.address));
-        sb.element("sim", format_args!("{}", self.sim.as_str()));
+        if let Some(p) = place {
+            sb.element("cam_path", format_args!("{}", p.address));
+            sb.element("sim", format_args!("{}", p.sim.as_str()));
+        }
         if !self.devid.as_str().is_empty() {
             sb.element("devid", format_args!("{}", self.devid.as_str()));
         }
@@ -538,20 +566,8 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let probed = probe(claimed, &mut bufs).map_err(|error| LunError::Probe { name, error })?;
     let plan = identity::plan(&probed, &asked, &opts).map_err(|error| LunError::Plan { name, error })?;
     identity_options(&mut options, &plan, &probed.inquiry).map_err(LunError::Options)?;
-    let identity = claimed.softc().map(|s| (s.identity.address, s.identity.max_io));
-    let (address, max_io) = identity.unwrap_or((
-        CamAddress {
-            path_id: 0,
-            target_id: 0,
-            lun_id: 0,
-        },
-        0,
-    ));
-    let mut sim = FmtBuf::new();
-    if let Some(s) = claimed.softc() {
-        let _ = write!(sim, "{}{}", Ascii(s.identity.sim_name()), s.identity.sim_unit);
-    }
-    let unit = claimed.unit_number();
+    let max_io = claimed.softc().map_or(0, |s| s.identity.max_io);
+    let place = Place::of(claimed);
     let mut serial = FmtBuf::new();
     let _ = write!(serial, "{}", Ascii(probed.serial));
     let mut devid = FmtBuf::new();
@@ -582,14 +598,10 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     };
     let lun = Lun {
         device: SharedPeriph::new(periph),
-        unit: AtomicU32::new(unit),
         online: AtomicBool::new(true),
         lost: opts.lost,
         reset_device: opts.reset_device,
         serial,
-        name,
-        address,
-        sim,
         devid,
         max_io,
         long_serial,
@@ -598,7 +610,7 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let lun = LunRef::new(config, lun).map_err(|_| LunError::NoMemory)?;
     // The backend's record of the LUN, listed once CTL has it (a remove
     // request cannot find a LUN CTL does not know).
-    let entry = KBox::new(Entry::new(lun.clone()), Wait::WaitOk).map_err(|_| LunError::NoMemory)?;
+    let entry = KBox::new(Entry::new(lun.clone(), place), Wait::WaitOk).map_err(|_| LunError::NoMemory)?;
     let id = lun.add().map_err(|error| LunError::Add {
         error,
         asked: asked.lun_id,
@@ -616,7 +628,7 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
 
 /// The device passthrough LUN `id` exports, if there is one.
 fn exporting(id: u32) -> Option<Name> {
-    lock().luns.find_mut(|e| e.lun.id() == id).map(|e| e.lun.lun().name)
+    lock().luns.find_mut(|e| e.lun.id() == id).map(|e| e.place.name)
 }
 
 /// The LUN a remove or modify request names, unless it is being removed;
@@ -681,18 +693,14 @@ pub(super) fn lost(lun: &LunRef) -> bool {
 /// Binds an offline LUN to its device if it is back (same device id or
 /// serial number, the same block size, room for the LUN's transfers):
 /// reads its capacity, tells CTL if it changed, and brings the medium back.
-pub(super) fn rebind(lun: &LunRef) -> bool {
+/// Returns where the device now is.
+pub(super) fn rebind(lun: &LunRef) -> Option<Place> {
     let l = lun.lun();
-    let Some(periph) = periph::find(&l.identity()) else {
-        return false;
-    };
-    let name = periph::device_name(&periph);
-    let Ok(claim) = Claim::new(periph) else {
-        return false;
-    };
-    let Some(p) = claim.periph() else {
-        return false;
-    };
+    let periph = periph::find(&l.identity())?;
+    let claim = Claim::new(periph).ok()?;
+    let p = claim.periph()?;
+    let place = Place::of(p);
+    let name = place.name;
     let (kind, max_io) = p.softc().map_or((PeripheralType(0), 0), |s| {
         (s.identity.inquiry.device_type, s.identity.max_io)
     });
@@ -706,7 +714,7 @@ pub(super) fn rebind(lun: &LunRef) -> bool {
                 lun.id(),
                 name.as_str()
             );
-            return false;
+            return None;
         }
     };
     if let Some(c) = cap
@@ -718,7 +726,7 @@ pub(super) fn rebind(lun: &LunRef) -> bool {
             name.as_str(),
             c.block_size
         );
-        return false;
+        return None;
     }
     if max_io < l.max_io {
         printf!(
@@ -727,20 +735,16 @@ pub(super) fn rebind(lun: &LunRef) -> bool {
             name.as_str(),
             l.max_io
         );
-        return false;
+        return None;
     }
-    let unit = p.unit_number();
     periph::set_reset_device(p, l.reset_device);
     claim.set_lun(lun.id());
-    let Some(periph) = claim.into_ref() else {
-        return false;
-    };
+    let periph = claim.into_ref()?;
     if let Err(periph) = l.device.bind(periph) {
         // The LUN is being removed.
         periph::release(&periph);
-        return false;
+        return None;
     }
-    l.unit.store(unit, Ordering::Relaxed);
     if let Some(c) = cap {
         if c.last_lba != maxlba {
             lun.capacity_changed(c.last_lba, u16::from(c.physical_exponent), c.lowest_aligned);
@@ -749,7 +753,7 @@ pub(super) fn rebind(lun: &LunRef) -> bool {
     }
     l.online.store(true, Ordering::Release);
     printf!("ctlpass: LUN {}: {} is back; online\n", lun.id(), name.as_str());
-    true
+    Some(place)
 }
 
 /// `CTL_LUNREQ_MODIFY`: reads the device's capacity again (after a volume
@@ -765,7 +769,7 @@ pub(super) fn modify(req: &mut LunReq<'_>) {
 /// Re-reads the capacity of LUN `id`'s device; its size in bytes.
 fn modify_lun(id: u32, asked: u64) -> Result<u64, LunError<'static>> {
     let lun = lookup(id, false)?;
-    let name = lun.lun().name;
+    let name = lock().entry(&lun).map_or_else(FmtBuf::new, |e| e.place.name);
     let device = lun.lun().device();
     if !device.enter() {
         return Err(LunError::Offline(name));

@@ -23,6 +23,8 @@ use options::LostPolicy;
 /// A LUN of this backend, from `ctl_add_lun` until its removal is done.
 struct Entry {
     lun: LunRef,
+    /// Where its device is now.
+    place: lun::Place,
     /// A remove request waits for `lun_shutdown`.
     waiter: bool,
     /// Being removed: no new request may use it.
@@ -35,9 +37,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(lun: LunRef) -> Entry {
+    fn new(lun: LunRef, place: lun::Place) -> Entry {
         Entry {
             lun,
+            place,
             waiter: false,
             removing: false,
             shut_down: false,
@@ -213,8 +216,8 @@ pub fn devices_changed() {
 
 /// What a LUN needs after a device came or went.
 enum Change {
-    /// Its device is lost.
-    Lost(LunRef),
+    /// Its device (named so) is lost.
+    Lost(LunRef, lun::Name),
     /// It is offline, its old periph released: its device may be back.
     Offline(LunRef),
 }
@@ -240,7 +243,7 @@ fn next_change(skip: &mut u32) -> Option<Change> {
         LostPolicy::Offline => entry.offline = true,
         LostPolicy::Remove => entry.removing = true,
     }
-    Some(Change::Lost(entry.lun.clone()))
+    Some(Change::Lost(entry.lun.clone(), entry.place.name))
 }
 
 /// The task behind [`devices_changed`]: takes offline (or removes) the LUNs
@@ -250,12 +253,12 @@ fn devices_changed_task() {
     let mut skip = 0;
     while let Some(change) = next_change(&mut skip) {
         match change {
-            Change::Lost(lun) => {
+            Change::Lost(lun, name) => {
                 let remove = lun.lun().lost == LostPolicy::Remove;
                 printf!(
                     "ctlpass: LUN {}: {} is lost; {}\n",
                     lun.id(),
-                    lun.lun().name(),
+                    name.as_str(),
                     if remove {
                         "removing the LUN"
                     } else {
@@ -270,9 +273,10 @@ fn devices_changed_task() {
                 lun.lun().lose_device();
             }
             Change::Offline(lun) => {
-                if lun::rebind(&lun) {
+                if let Some(place) = lun::rebind(&lun) {
                     if let Some(e) = lock().entry(&lun) {
                         e.offline = false;
+                        e.place = place;
                     }
                     skip = skip.saturating_sub(1);
                 }
@@ -284,5 +288,11 @@ fn devices_changed_task() {
 /// `lun_info`: the LUN's device, for `ctladm devlist -v`.  Called with
 /// CTL's mutexes held: it must not sleep or lock.
 pub fn lun_info(lun: &Lun, sb: &mut Sbuf) {
-    lun.info(sb);
+    // CTL holds its own mutexes: the backend's is taken after them, and
+    // never held while calling into CTL.
+    let place = lock()
+        .luns
+        .find_mut(|e| core::ptr::eq(e.lun.lun(), lun))
+        .map(|e| e.place);
+    lun.info(place.as_ref(), sb);
 }

@@ -568,6 +568,9 @@ fn a_device_that_returns_anywhere_brings_its_lun_back() {
         "{}",
         m.dmesg()
     );
+    // devlist -v shows where the device is now.
+    let xml = ctl::lun_list_xml();
+    assert!(xml.contains("<cam_path>0:7:0</cam_path>"), "{xml}");
     let r = ctl::execute(lun, &read16(4000, 8));
     good(&r);
     assert_eq!(r.data, pattern);
