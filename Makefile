@@ -10,15 +10,18 @@
 #               allocations per I/O, instructions per I/O under callgrind)
 #   make soak   random I/O with faults, aborts and pulled devices for
 #               SOAK_SECONDS (600), then unload: leaks and stuck commands
+#   make asan   run the host tests built with AddressSanitizer and
+#               LeakSanitizer (part of make test)
 #
 # On FreeBSD 14/15, build the real module with `make -C kmod` (see README).
 
 CARGO ?= cargo
 SIM = $(CARGO) run -q -p simkern --bin ctlpass-sim --
+HOST = $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: test demo bench soak deps lint host-test check-freebsd14 kobj kmod audit clean
+.PHONY: test demo bench soak deps lint host-test asan check-freebsd14 kobj kmod audit clean
 
-test: deps lint host-test check-freebsd14 audit
+test: deps lint host-test asan check-freebsd14 audit
 
 demo: deps
 	$(SIM) --script scripts/demo.ctl
@@ -43,6 +46,16 @@ lint:
 # where tgtd can start), so host tests need no tgtd.
 host-test:
 	$(CARGO) test --workspace
+
+# The same tests built with AddressSanitizer, LeakSanitizer on (nightly flags
+# on the stable toolchain: RUSTC_BOOTSTRAP=1).  --target keeps build scripts
+# and bindgen uninstrumented.  tests/simkern/lsan.supp lists what the
+# simulated kernel keeps for the life of a machine, and CTL's leak that it
+# models on purpose.
+asan: deps
+	RUSTC_BOOTSTRAP=1 RUSTFLAGS=-Zsanitizer=address \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/simkern/lsan.supp \
+	$(CARGO) test --workspace --target $(HOST) --target-dir target/asan
 
 # The FreeBSD 14 layouts of the CTL structures (selected by __FreeBSD_version).
 check-freebsd14:

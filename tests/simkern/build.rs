@@ -32,6 +32,16 @@ fn main() {
         println!("cargo::rerun-if-changed={}", manifest.join(path).display());
     }
 
+    // Under AddressSanitizer (`make asan`, and cargo-fuzz's builds) tests may
+    // allow for the slower code.  The C is not instrumented: it is compiled
+    // for the FreeBSD target, whose shadow memory layout is not Linux's, and
+    // uninstrumented code is correct under ASan (only unchecked).
+    let asan = env::var("CARGO_CFG_SANITIZE").is_ok_and(|s| s.split(',').any(|s| s == "address"));
+    println!("cargo::rustc-check-cfg=cfg(simkern_asan)");
+    if asan {
+        println!("cargo::rustc-cfg=simkern_asan");
+    }
+
     // The module's linker sets are reached only through their __start_ and
     // __stop_ symbols, which must keep them alive under --gc-sections.
     println!("cargo::rustc-link-arg=-Wl,-z,nostart-stop-gc");
