@@ -10,6 +10,8 @@
 #               allocations per I/O, instructions per I/O under callgrind)
 #   make soak   random I/O with faults, aborts and pulled devices for
 #               SOAK_SECONDS (600), then unload: leaks and stuck commands
+#   make fuzz   run every cargo-fuzz target (tests/fuzz) for FUZZ_SECONDS
+#               seconds each (not a test; default 60)
 #   make asan   run the host tests built with AddressSanitizer and
 #               LeakSanitizer (part of make test)
 #
@@ -17,9 +19,10 @@
 
 CARGO ?= cargo
 SIM = $(CARGO) run -q -p simkern --bin ctlpass-sim --
+FUZZ_SECONDS ?= 60
 HOST = $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: test demo bench soak deps lint host-test asan check-freebsd14 kobj kmod audit clean
+.PHONY: test demo bench soak fuzz deps lint host-test asan check-freebsd14 kobj kmod audit clean
 
 test: deps lint host-test asan check-freebsd14 audit
 
@@ -34,12 +37,20 @@ SOAK_SECONDS ?= 600
 soak: deps
 	$(CARGO) run -q --release -p simkern --bin ctlpass-soak -- --seconds $(SOAK_SECONDS)
 
+fuzz:
+	scripts/install-deps.sh fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
 deps:
 	scripts/install-deps.sh
 
+# The fuzz targets are a workspace of their own (tests/fuzz); they are
+# formatted and linted here too, so that they keep building.
 lint:
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path tests/fuzz/Cargo.toml --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path tests/fuzz/Cargo.toml --all-targets --target-dir target -- -D warnings
 	KOBJ_CARGO_COMMAND=clippy scripts/build-kobj.sh -- -D warnings
 
 # tests/simkern/tests/shell.rs runs ctlpass-sim's scripts (its tgtd part only

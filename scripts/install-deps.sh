@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what ctlpass needs on a Debian 12 machine. Idempotent: packages that are
 # already present are not reinstalled, and `apt-get update` runs at most once.
+# `install-deps.sh fuzz` also installs cargo-fuzz (for `make fuzz`) if missing.
 set -euo pipefail
 
 # Debian packages and the first file each one provides (to detect presence cheaply).
@@ -44,3 +45,9 @@ fi
 
 # Real FreeBSD 15.0 headers (from the pinned ziglang wheel) for bindgen and the shim.
 "$(dirname "$0")/fetch-freebsd-headers.sh" >/dev/null
+
+# cargo-fuzz, from crates.io, for `make fuzz` only.
+if [ "${1:-}" = fuzz ] && ! cargo fuzz --version >/dev/null 2>&1; then
+	echo "install-deps: installing cargo-fuzz"
+	cargo install --locked --version 0.13.2 cargo-fuzz
+fi

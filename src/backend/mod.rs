@@ -6,7 +6,7 @@
 mod identity;
 pub mod io;
 mod lun;
-mod options;
+pub mod options;
 mod reply;
 
 pub use lun::Lun;

@@ -217,7 +217,9 @@ pub struct UnmapCursor {
 /// `cursor`, within `limits` and `out`'s room; returns the list's length
 /// and the cursor after it, or `None` when every descriptor is sent.
 /// Zero-length descriptors are skipped; a descriptor longer than the
-/// device's LBA count is split.
+/// device's LBA count is split.  `out` must have room for the header and
+/// one descriptor (24 bytes): with less, `None` comes back at once, as if
+/// every descriptor were sent.
 pub fn next_unmap(
     descriptors: &[u8],
     cursor: UnmapCursor,
@@ -438,5 +440,9 @@ mod tests {
             "room for one"
         );
         assert!(all(&descriptor(5, 0), unlimited, 4096).is_empty());
+        assert!(
+            all(&descs, unlimited, 8 + 15).is_empty(),
+            "no room for a descriptor: no list (the caller's buffer is a page)"
+        );
     }
 }

@@ -44,7 +44,7 @@ fn main() {
 
     // The module's linker sets are reached only through their __start_ and
     // __stop_ symbols, which must keep them alive under --gc-sections.
-    println!("cargo::rustc-link-arg=-Wl,-z,nostart-stop-gc");
+    let mut link_args = vec!["-Wl,-z,nostart-stop-gc".to_string()];
     for (source, object) in [
         (root.join("kmod/ctlpass.c"), "ctlpass_shim.o"),
         (manifest.join("csrc/kern.c"), "kern.o"),
@@ -52,13 +52,20 @@ fn main() {
         let object = out.join(object);
         compile(&source, &object, &cppflags);
         redefine(&object, &renames);
-        println!("cargo::rustc-link-arg={}", object.display());
+        link_args.push(object.display().to_string());
         // The objects come after the Rust libraries on the link line, so the
         // module's Rust entry points they call are forced in by name.
         for sym in undefined(&object).into_iter().filter(|s| s.starts_with("ctlpass_")) {
-            println!("cargo::rustc-link-arg=-Wl,--undefined={sym}");
+            link_args.push(format!("-Wl,--undefined={sym}"));
         }
     }
+    for arg in &link_args {
+        println!("cargo::rustc-link-arg={arg}");
+    }
+    // Link arguments apply to this package's own binaries and tests only;
+    // a dependant that links the simulated kernel into its binaries (the
+    // fuzz targets, tests/fuzz) passes them on from DEP_SIMKERN_LINK_ARGS.
+    println!("cargo::metadata=link_args={}", link_args.join("\x1f"));
 
     let bindings = bindgen::Builder::default()
         .header(manifest.join("csrc/simkern.h").to_string_lossy())
