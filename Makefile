@@ -22,9 +22,9 @@ SIM = $(CARGO) run -q -p simkern --bin ctlpass-sim --
 FUZZ_SECONDS ?= 60
 HOST = $(shell rustc -vV | sed -n 's/^host: //p')
 
-.PHONY: test demo bench soak fuzz deps lint host-test asan check-freebsd14 kobj kmod audit clean
+.PHONY: test demo bench soak fuzz deps lint man host-test asan check-freebsd14 kobj kmod audit clean
 
-test: deps lint host-test asan check-freebsd14 audit
+test: deps lint man host-test asan check-freebsd14 audit
 
 demo: deps
 	$(SIM) --script scripts/demo.ctl
@@ -52,6 +52,12 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path tests/fuzz/Cargo.toml --all-targets --target-dir target -- -D warnings
 	KOBJ_CARGO_COMMAND=clippy scripts/build-kobj.sh -- -D warnings
+
+# The manual page: mandoc -Tlint must have nothing to say (bar the host's
+# missing FreeBSD manuals, see the script).  Tests check its DIAGNOSTICS
+# and SYSCTL VARIABLES against the module (tests/simkern/src/manpage.rs).
+man: deps
+	scripts/lint-man.sh kmod/ctlpass.4
 
 # tests/simkern/tests/shell.rs runs ctlpass-sim's scripts (its tgtd part only
 # where tgtd can start), so host tests need no tgtd.

@@ -31,6 +31,7 @@ pub mod linker;
 pub mod lock;
 pub mod machine;
 pub mod malloc;
+pub mod manpage;
 pub mod nv;
 pub mod remote;
 pub mod sbuf;

@@ -38,7 +38,7 @@ use simkern::ctl::{self, Cmd, Reply, Request};
 use simkern::devices::{CHECK_CONDITION, Command, GOOD, Identity, Outcome, RamDisk, ScsiDevice};
 use simkern::remote::Gated;
 use simkern::shell::Shell;
-use simkern::{Config, Machine, malloc, nv, sys};
+use simkern::{Config, Machine, malloc, manpage, nv, sys};
 
 // --- collected checks ---
 
@@ -314,6 +314,9 @@ fn refused(c: &mut Checks, row: &str, req: &Request, options: &Options, want: &s
     c.eq(row, "status", r.status, sys::CTL_LUN_ERROR);
     c.eq(row, "error_str", r.error.as_str(), want);
     c.eq(row, "error_str fits CTL's 160 bytes", r.error.len() < 160, true);
+    // CTL's own message (ctl_lun_req) is not ctlpass's to document.
+    let documented = want == CANNOT_UNPACK || manpage::documenting(&r.error).is_some();
+    c.eq(row, "error_str in ctlpass(4)", documented, true);
     c.eq(row, "nothing created", r.created, None);
     c.eq(row, "nothing left behind", trace(), before);
 }
@@ -324,6 +327,8 @@ fn created(c: &mut Checks, row: &str, req: &Request, options: &Options, status: 
     let r = send("passthrough", req, options);
     c.eq(row, "status", r.status, status);
     c.eq(row, "error_str", r.error.as_str(), warning);
+    let documented = warning.is_empty() || manpage::documenting(warning).is_some();
+    c.eq(row, "warning in ctlpass(4)", documented, true);
     let lun = r.created.map(|x| x.3);
     c.eq(row, "created", lun.is_some(), true);
     lun
