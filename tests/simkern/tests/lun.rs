@@ -213,7 +213,7 @@ impl ScsiDevice for Tape {
 }
 
 /// Devices on one SAS bus (mpr0, scbus0, maxio 1 MiB), in target order:
-/// da0, da1, cd0, sa-like (a tape: pass3 only), and what a test adds.
+/// da0, da1, cd0, a tape (sa0, pass3), and what a test adds.
 fn machine(extra: Vec<Arc<dyn ScsiDevice>>) -> Machine {
     let tape = Tape(RamDisk::new(
         identity("HP", "Ultrium 6-SCSI", "HU1234ABCD", None),
@@ -498,7 +498,7 @@ fn refusals_say_exactly_why() {
     );
     assert_eq!(
         refused(create_request(), &[("device", "pass3")]),
-        "pass3 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported"
+        "sa0 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported"
     );
     assert_eq!(
         refused(sized(1_000_000), &[("device", "da0")]),
@@ -724,7 +724,7 @@ fn a_lun_shows_the_identity_of_a_real_device() {
         connect(iscsi_lun::Tgt::CD),
     );
     let m = machine(vec![disk.clone(), tape.clone(), cd.clone()]);
-    // Targets 4, 5 and 6: da2, a tape (pass5), cd1.
+    // Targets 4, 5 and 6: da2, a tape (sa1, pass5), cd1.
     for (name, device) in [("da2", &*disk as &dyn ScsiDevice), ("cd1", &*cd)] {
         let lun = create(&[("device", name)]);
         assert_eq!(lun_seen(lun), device_seen(device), "{name}");
@@ -734,7 +734,7 @@ fn a_lun_shows_the_identity_of_a_real_device() {
     assert_eq!((seen.vendor.as_str(), seen.capacity), ("CTLPASS", (131071, 512, 3)));
     assert_eq!(
         refused(create_request(), &[("device", "pass5")]),
-        "pass5 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported"
+        "sa1 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported"
     );
     shut_down(m);
 }

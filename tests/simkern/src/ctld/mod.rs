@@ -197,6 +197,13 @@ impl Ctld {
         Some(self.take_log())
     }
 
+    /// SIGKILL: ctld ends at once; the LUNs it made stay in CTL (the next
+    /// ctld finds them by their `ctld_name`).  `false` if it was not
+    /// running.
+    pub fn kill(&mut self) -> bool {
+        self.running.take().is_some()
+    }
+
     /// SIGTERM: an empty configuration is applied (every LUN ctld made is
     /// removed) and ctld exits.  `None` if it is not running.
     pub fn stop(&mut self) -> Option<Vec<String>> {

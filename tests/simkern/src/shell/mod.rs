@@ -27,6 +27,7 @@
 //! | `conf FILE`, then lines, then `end` | writes FILE (e.g. `/etc/ctl.conf`), the lines as typed |
 //! | `ctld [-d] [-t] [-f FILE]` | runs ctld (the LUN part of it: see `simkern::ctld`) |
 //! | `service ctld start\|stop\|restart\|reload\|status` | ctld with /etc/ctl.conf, as rc.d/ctld runs it |
+//! | `kill [-HUP\|-TERM\|-KILL\|-9] PID` | a signal to ctld (its PID: `service ctld status`) |
 //!
 //! ctladm's commands may be typed without `ctladm` (`create ...`,
 //! `devlist -v`, `tur 0`).  `device add` and `device remove` print the
@@ -224,6 +225,8 @@ impl Shell {
                 lines.map(|l| Self::lines(&l)).map_err(|l| Self::lines(&l))
             }
             ["service", "ctld", action] => self.service_ctld(action),
+            ["kill", pid] => self.kill("-TERM", pid),
+            ["kill", signal, pid] => self.kill(signal, pid),
             ["vmstat", "-m"] => Ok(Self::vmstat()),
             ["balance"] => Ok(Self::balance(None)),
             ["balance", name] => Ok(Self::balance(Some(name))),
@@ -233,6 +236,26 @@ impl Shell {
 
     fn lines(lines: &[String]) -> String {
         lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    /// kill(1) of ctld: SIGHUP reloads, SIGTERM stops it (removing its
+    /// LUNs), SIGKILL ends it with its LUNs left in CTL.
+    fn kill(&mut self, signal: &str, pid: &str) -> Result<String, String> {
+        if self.ctld.pid().is_none_or(|p| p.to_string() != pid) {
+            return Err(format!("kill: {pid}: No such process"));
+        }
+        let lines = match signal {
+            "-HUP" | "-1" => self.ctld.reload(&self.files),
+            "-TERM" | "-15" => self.ctld.stop(),
+            "-KILL" | "-9" => self.ctld.kill().then(Vec::new),
+            _ => {
+                return Err(format!(
+                    "kill: {}: invalid signal (ctlpass-sim: HUP, TERM, KILL)",
+                    &signal[1..]
+                ));
+            }
+        };
+        Ok(Self::lines(&lines.unwrap_or_default()))
     }
 
     /// `service ctld ACTION` as rc.d/ctld and rc.subr run it, with ctld's
