@@ -69,8 +69,9 @@ enum LunError<'a> {
     /// The remove request was interrupted by a signal; `lun_shutdown` will
     /// finish the removal.
     Interrupted(u32),
-    /// Modify: an option that cannot change on a live LUN (the message).
-    Fixed(Message),
+    /// Modify: an option that cannot change on a live LUN, and its new
+    /// value (`None`: no longer given).
+    Fixed { option: FmtBuf<64>, now: Option<&'a CStr> },
     /// Modify: a size asked for that is not the LUN's, whose device cannot
     /// say its capacity now (lost, or without a medium).
     SizeUnknown { name: Name, asked: u64, known: u64 },
@@ -120,7 +121,15 @@ impl fmt::Display for LunError<'_> {
             LunError::Interrupted(id) => {
                 write!(f, "interrupted; LUN {id} will be removed when its last I/O completes")
             }
-            LunError::Fixed(m) => f.write_str(m.as_str()),
+            LunError::Fixed { option, now } => {
+                let now = now.map_or(b"(unset)".as_slice(), |v| v.to_bytes());
+                write!(
+                    f,
+                    "option {} cannot change on a live LUN (to {}); remove and create the LUN again",
+                    Shown::quoted(option.as_str().as_bytes()),
+                    Shown::quoted(now)
+                )
+            }
             LunError::SizeUnknown { name, asked, known } => write!(
                 f,
                 "size {asked} is not the LUN's {known} bytes, and {} cannot say its capacity now",
@@ -811,15 +820,12 @@ fn new_options<'r>(lun: &LunRef, args: &NvList<'r>) -> Result<Option<OwnedNvList
         changed = true;
         let name = p.name.to_str().unwrap_or("");
         if !RUNTIME.contains(&name) {
-            fn shown(v: Option<&CStr>) -> &[u8] {
-                v.map_or(b"(unset)".as_slice(), CStr::to_bytes)
-            }
-            return Err(LunError::Fixed(message(&format_args!(
-                "option {} cannot change on a live LUN ({} to {}); remove and create the LUN again",
-                Shown::quoted(p.name.to_bytes()),
-                Shown::quoted(shown(was)),
-                Shown::quoted(shown(now))
-            ))));
+            let mut option = FmtBuf::new();
+            let _ = option.write_str(name);
+            return Err(LunError::Fixed {
+                option,
+                now: args.get(p.name),
+            });
         }
     }
     Ok(changed.then_some(list))

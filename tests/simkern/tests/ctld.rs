@@ -281,7 +281,7 @@ fn a_reload_with_changes() {
     assert_eq!(
         lines(&out)[7..9],
         [
-            "ctld: LUN modification error: option \"vendor\" cannot change on a live LUN (\"SEAGATE\" to \"ACME\"); \
+            "ctld: LUN modification error: option \"vendor\" cannot change on a live LUN (to \"ACME\"); \
              remove and create the LUN again",
             "ctld: failed to modify lun \"a\", CTL lun 0",
         ]
