@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use simkern::cam::{BusSpec, DeviceSpec};
 use simkern::ctl::frontend::{self, Cmd};
-use simkern::devices::{Command, Identity, Outcome, RamDisk, ScsiDevice};
+use simkern::devices::{Identity, OtherType, RamDisk, ScsiDevice};
 use simkern::shell::Shell;
 use simkern::{Config, Machine, ctl, malloc};
 
@@ -545,34 +545,6 @@ fn the_disk_and_cd_examples() {
     finish(sh);
 }
 
-/// A device of another type, as far as ctlpass looks: INQUIRY says so.
-struct OtherType(RamDisk, u8);
-
-impl ScsiDevice for OtherType {
-    fn device_type(&self) -> u8 {
-        self.1
-    }
-
-    fn identity(&self) -> &Identity {
-        self.0.identity()
-    }
-
-    fn execute(&self, cmd: Command<'_>) -> Outcome {
-        let standard_inquiry = cmd.cdb.first() == Some(&0x12) && cmd.cdb.get(1) == Some(&0);
-        let data_in = &mut *cmd.data_in;
-        let o = self.0.execute(Command {
-            cdb: cmd.cdb,
-            data_out: cmd.data_out,
-            data_in: &mut *data_in,
-        });
-        if standard_inquiry && o.transferred > 0 {
-            data_in[0] = self.1;
-            data_in[1] |= 0x80;
-        }
-        o
-    }
-}
-
 #[test]
 fn the_tape_example_in_mode_a() {
     let device = |product: &str, serial: &str, kind: u8| -> Arc<dyn ScsiDevice> {
@@ -584,7 +556,10 @@ fn the_tape_example_in_mode_a() {
             naa: None,
             eui64: None,
         };
-        Arc::new(OtherType(RamDisk::new(identity, 16, 512), kind))
+        Arc::new(OtherType {
+            disk: RamDisk::new(identity, 16, 512),
+            device_type: kind,
+        })
     };
     let devices = vec![
         device("Ultrium 6-SCSI", "HU1234ABCD", 0x01),

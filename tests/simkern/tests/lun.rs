@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use simkern::cam::{BusSpec, DeviceSpec};
 use simkern::ctl::{self, Reply, Request, Response};
-use simkern::devices::{Cdrom, Command, Identity as DeviceIdentity, Outcome, RamDisk, ScsiDevice};
+use simkern::devices::{Cdrom, Command, Identity as DeviceIdentity, OtherType, RamDisk, ScsiDevice};
 use simkern::remote::{Gated, IscsiDevice};
 use simkern::{Config, Machine, malloc, sys};
 
@@ -184,42 +184,13 @@ fn dvd() -> Arc<Cdrom> {
     ))
 }
 
-/// A tape drive as far as ctlpass looks: a sequential-access device.
-struct Tape(RamDisk);
-
-impl ScsiDevice for Tape {
-    fn device_type(&self) -> u8 {
-        0x01
-    }
-
-    fn identity(&self) -> &DeviceIdentity {
-        self.0.identity()
-    }
-
-    fn execute(&self, cmd: Command<'_>) -> Outcome {
-        let standard_inquiry = cmd.cdb.first() == Some(&0x12) && cmd.cdb.get(1) == Some(&0);
-        let data_in = &mut *cmd.data_in;
-        let o = self.0.execute(Command {
-            cdb: cmd.cdb,
-            data_out: cmd.data_out,
-            data_in: &mut *data_in,
-        });
-        if standard_inquiry && o.transferred > 0 {
-            data_in[0] = 0x01;
-            data_in[1] |= 0x80;
-        }
-        o
-    }
-}
-
 /// Devices on one SAS bus (mpr0, scbus0, maxio 1 MiB), in target order:
 /// da0, da1, cd0, a tape (sa0, pass3), and what a test adds.
 fn machine(extra: Vec<Arc<dyn ScsiDevice>>) -> Machine {
-    let tape = Tape(RamDisk::new(
-        identity("HP", "Ultrium 6-SCSI", "HU1234ABCD", None),
-        16,
-        512,
-    ));
+    let tape = OtherType {
+        disk: RamDisk::new(identity("HP", "Ultrium 6-SCSI", "HU1234ABCD", None), 16, 512),
+        device_type: 0x01,
+    };
     let mut devices: Vec<Arc<dyn ScsiDevice>> = vec![thin_disk(), long_serial_disk(), dvd(), Arc::new(tape)];
     devices.extend(extra);
     let devices = devices
