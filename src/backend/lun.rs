@@ -6,8 +6,8 @@
 //! identity with synchronous commands, plan the LUN from it, and hand it to
 //! CTL.  Remove: ask CTL, then wait until CTL calls `lun_shutdown` (when the
 //! LUN's last I/O is done); a signal ends the wait and leaves the rest to
-//! `lun_shutdown`.  Modify: read the capacity again and tell CTL if it
-//! changed.
+//! `lun_shutdown`.  Modify: take the options that may change at run time,
+//! read the capacity again and tell CTL if it changed.
 
 use core::ffi::CStr;
 use core::fmt::{self, Write};
@@ -15,14 +15,14 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::identity::{self, About, Plan, PlanError, Probe};
 use super::io::IoLimits;
-use super::options::{self, DeviceName, LostPolicy, OptionError};
-use super::{Entry, lock};
+use super::options::{self, DeviceName, OptionError, Shown};
+use super::{Entry, Retired, lock};
 use crate::kern::alloc::{KBox, Wait};
 use crate::kern::cam::{CamAddress, CamStatus, Periph, PeriphLock, PeriphRef, ScsiResult, SharedPeriph};
 use crate::kern::ctl::{LunConfig, LunFlags, LunRef, LunReq, MediaEvent, Sbuf};
 use crate::kern::errno::Errno;
 use crate::kern::fmt::FmtBuf;
-use crate::kern::nv::OwnedNvList;
+use crate::kern::nv::{NvList, OwnedNvList};
 use crate::periph::{self, Claim, DEVICE_NAME_LEN};
 use crate::printf;
 use crate::scsi::capacity::{self, Capacity, CapacityError};
@@ -69,10 +69,12 @@ enum LunError<'a> {
     /// The remove request was interrupted by a signal; `lun_shutdown` will
     /// finish the removal.
     Interrupted(u32),
-    /// Modify: the device has no medium.
-    NoMedium(Name),
-    /// The LUN's device is lost.
-    Offline(Name),
+    /// Modify: an option that cannot change on a live LUN, and its new
+    /// value (`None`: no longer given).
+    Fixed { option: FmtBuf<64>, now: Option<&'a CStr> },
+    /// Modify: a size asked for that is not the LUN's, whose device cannot
+    /// say its capacity now (lost, or without a medium).
+    SizeUnknown { name: Name, asked: u64, known: u64 },
     /// Modify: the device's block size changed.
     BlockSizeChanged { name: Name, from: u32, to: u32 },
 }
@@ -119,8 +121,20 @@ impl fmt::Display for LunError<'_> {
             LunError::Interrupted(id) => {
                 write!(f, "interrupted; LUN {id} will be removed when its last I/O completes")
             }
-            LunError::NoMedium(name) => write!(f, "{} has no medium", name.as_str()),
-            LunError::Offline(name) => write!(f, "{} is lost; the LUN is offline until it returns", name.as_str()),
+            LunError::Fixed { option, now } => {
+                let now = now.map_or(b"(unset)".as_slice(), |v| v.to_bytes());
+                write!(
+                    f,
+                    "option {} cannot change on a live LUN (to {}); remove and create the LUN again",
+                    Shown::quoted(option.as_str().as_bytes()),
+                    Shown::quoted(now)
+                )
+            }
+            LunError::SizeUnknown { name, asked, known } => write!(
+                f,
+                "size {asked} is not the LUN's {known} bytes, and {} cannot say its capacity now",
+                name.as_str()
+            ),
             LunError::BlockSizeChanged { name, from, to } => write!(
                 f,
                 "{}'s block size changed from {from} to {to}; remove and create the LUN again",
@@ -210,10 +224,6 @@ pub struct Lun {
     /// The device is bound and CTL knows it has its medium: cleared when
     /// the device is lost, set once it is back.
     online: AtomicBool,
-    /// What becomes of the LUN when its device is lost.
-    pub(super) lost: LostPolicy,
-    /// Reset the device when CTL clears the LUN's task set (`reset=device`).
-    reset_device: bool,
     /// The device's unit serial number, by which (or by `devid`) it is
     /// found again when it returns.
     serial: FmtBuf<256>,
@@ -599,8 +609,6 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let lun = Lun {
         device: SharedPeriph::new(periph),
         online: AtomicBool::new(true),
-        lost: opts.lost,
-        reset_device: opts.reset_device,
         serial,
         devid,
         max_io,
@@ -610,7 +618,8 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let lun = LunRef::new(config, lun).map_err(|_| LunError::NoMemory)?;
     // The backend's record of the LUN, listed once CTL has it (a remove
     // request cannot find a LUN CTL does not know).
-    let entry = KBox::new(Entry::new(lun.clone(), place), Wait::WaitOk).map_err(|_| LunError::NoMemory)?;
+    let entry = Entry::new(lun.clone(), place, opts.lost, opts.reset_device);
+    let entry = KBox::new(entry, Wait::WaitOk).map_err(|_| LunError::NoMemory)?;
     let id = lun.add().map_err(|error| LunError::Add {
         error,
         asked: asked.lun_id,
@@ -694,7 +703,7 @@ pub(super) fn lost(lun: &LunRef) -> bool {
 /// serial number, the same block size, room for the LUN's transfers):
 /// reads its capacity, tells CTL if it changed, and brings the medium back.
 /// Returns where the device now is.
-pub(super) fn rebind(lun: &LunRef) -> Option<Place> {
+pub(super) fn rebind(lun: &LunRef, reset_device: bool) -> Option<Place> {
     let l = lun.lun();
     let periph = periph::find(&l.identity())?;
     let claim = Claim::new(periph).ok()?;
@@ -737,7 +746,7 @@ pub(super) fn rebind(lun: &LunRef) -> Option<Place> {
         );
         return None;
     }
-    periph::set_reset_device(p, l.reset_device);
+    periph::set_reset_device(p, reset_device);
     claim.set_lun(lun.id());
     let periph = claim.into_ref()?;
     if let Err(periph) = l.device.bind(periph) {
@@ -756,50 +765,144 @@ pub(super) fn rebind(lun: &LunRef) -> Option<Place> {
     Some(place)
 }
 
-/// `CTL_LUNREQ_MODIFY`: reads the device's capacity again (after a volume
-/// grew or shrank) and tells CTL if it changed.  Options are kept as they
-/// were (ctld sends them all on every reload, ctladm none with `-s`).
+/// `CTL_LUNREQ_MODIFY`: takes the options the request sends (ctld sends
+/// them all on every reload; ctladm `-o` its own, none with only `-s`,
+/// and then the LUN keeps its own), reads the device's capacity again
+/// (after a volume grew or shrank) and tells CTL if it changed.  Asking
+/// for what the LUN already is never fails: not while the device is lost,
+/// nor without a medium (the size CTL knows is the answer).
 pub(super) fn modify(req: &mut LunReq<'_>) {
-    match modify_lun(req.lun_id(), req.modify_size()) {
+    match modify_lun(req).map_err(|e| message(&e)) {
         Ok(size) => req.set_modified(size),
-        Err(e) => req.set_error(format_args!("{e}")),
+        Err(m) => req.set_error(format_args!("{}", m.as_str())),
     }
 }
 
-/// Re-reads the capacity of LUN `id`'s device; its size in bytes.
-fn modify_lun(id: u32, asked: u64) -> Result<u64, LunError<'static>> {
+/// The options the backend adds to a LUN's own, mirrored from the device
+/// (see `identity_options`): a request that does not send them keeps them.
+const MIRRORED: [&CStr; 9] = [
+    c"vendor",
+    c"product",
+    c"revision",
+    c"naa",
+    c"eui",
+    c"removable",
+    c"unmap_max_lba",
+    c"unmap_max_descr",
+    c"write_same_max_lba",
+];
+
+/// The options that take effect on a live LUN; CTL reads the rest when
+/// the LUN is created.
+const RUNTIME: [&str; 2] = ["lost", "reset"];
+
+/// The option list a modify's options make, the mirrored ones kept: `None`
+/// if it is the LUN's own.  An option that differs and cannot change on a
+/// live LUN is the error.
+fn new_options<'r>(lun: &LunRef, args: &NvList<'r>) -> Result<Option<OwnedNvList>, LunError<'r>> {
+    let mut list = OwnedNvList::clone_of(args).map_err(LunError::Options)?;
+    let old = lun.options();
+    if let Some(old) = old {
+        for name in MIRRORED {
+            if let (Some(v), None) = (old.get(name), args.get(name)) {
+                list.set(name, v).map_err(LunError::Options)?;
+            }
+        }
+    }
+    let new = list.as_list();
+    let old_names = old.iter().flat_map(|o| o.iter());
+    let mut changed = false;
+    for p in new.iter().chain(old_names) {
+        let (was, now) = (old.and_then(|o| o.get(p.name)), new.get(p.name));
+        if was == now {
+            continue;
+        }
+        changed = true;
+        let name = p.name.to_str().unwrap_or("");
+        if !RUNTIME.contains(&name) {
+            let mut option = FmtBuf::new();
+            let _ = option.write_str(name);
+            return Err(LunError::Fixed {
+                option,
+                now: args.get(p.name),
+            });
+        }
+    }
+    Ok(changed.then_some(list))
+}
+
+/// Takes a modify's options and re-reads the capacity of the LUN's device;
+/// its size in bytes.
+fn modify_lun<'r>(req: &'r LunReq<'_>) -> Result<u64, LunError<'r>> {
+    let (id, asked) = (req.lun_id(), req.modify_size());
     let lun = lookup(id, false)?;
+    let args = req.args().filter(|a| a.iter().next().is_some());
+    let update = match args {
+        Some(args) => {
+            let opts = options::parse(args.iter().map(|p| (p.name.to_bytes(), p.value.map(CStr::to_bytes))))
+                .map_err(LunError::Option)?;
+            new_options(&lun, &args)?.map(|list| (list, opts.lost, opts.reset_device))
+        }
+        None => None,
+    };
     let name = lock().entry(&lun).map_or_else(FmtBuf::new, |e| e.place.name);
-    let device = lun.lun().device();
-    if !device.enter() {
-        return Err(LunError::Offline(name));
-    }
-    let cap = device.periph().map(|p| {
-        let kind = PeripheralType(p.softc().map_or(0, |s| s.identity.inquiry.device_type.0));
-        let mut buf = [0u8; cdb::READ_CAPACITY_16_LEN];
-        read_capacity(&p.lock(), kind, &mut buf)
-    });
-    drop(device.leave());
-    let cap = cap
-        .ok_or(LunError::Offline(name))?
-        .map_err(|error| LunError::Probe { name, error })?;
-    let cap = cap.ok_or(LunError::NoMedium(name))?;
-    if asked != 0 && asked != cap.bytes() {
-        return Err(LunError::Plan {
-            name,
-            error: PlanError::SizeMismatch { asked, device: cap },
-        });
-    }
     let (maxlba, blocksize) = lun.geometry();
-    if cap.block_size != blocksize {
-        return Err(LunError::BlockSizeChanged {
-            name,
-            from: blocksize,
-            to: cap.block_size,
+    let known = if maxlba > 0 {
+        maxlba.saturating_add(1).saturating_mul(u64::from(blocksize))
+    } else {
+        0
+    };
+    let device = lun.lun().device();
+    // The capacity now, if the device is there, has one, and has a medium.
+    let mut cap = None;
+    let mut reset_on = None;
+    if device.enter() {
+        if let Some(p) = device.periph() {
+            let kind = PeripheralType(p.softc().map_or(0, |s| s.identity.inquiry.device_type.0));
+            let mut buf = [0u8; cdb::READ_CAPACITY_16_LEN];
+            if kind == PeripheralType::DIRECT || kind == PeripheralType::CDROM {
+                cap = Some(read_capacity(&p.lock(), kind, &mut buf).map_err(|error| LunError::Probe { name, error }));
+            }
+            if let Some((_, _, reset)) = &update {
+                periph::set_reset_device(p, *reset);
+                reset_on = Some(*reset);
+            }
+        }
+        drop(device.leave());
+    }
+    let cap = cap.unwrap_or(Ok(None))?;
+    let bytes = cap.map_or(known, |c| c.bytes());
+    if asked != 0 && asked != bytes {
+        return Err(match cap {
+            Some(device) => LunError::Plan {
+                name,
+                error: PlanError::SizeMismatch { asked, device },
+            },
+            None => LunError::SizeUnknown { name, asked, known },
         });
     }
-    if cap.last_lba != maxlba {
-        lun.capacity_changed(cap.last_lba, u16::from(cap.physical_exponent), cap.lowest_aligned);
+    if let Some(c) = cap {
+        if c.block_size != blocksize {
+            return Err(LunError::BlockSizeChanged {
+                name,
+                from: blocksize,
+                to: c.block_size,
+            });
+        }
+        if c.last_lba != maxlba {
+            lun.capacity_changed(c.last_lba, u16::from(c.physical_exponent), c.lowest_aligned);
+        }
     }
-    Ok(cap.bytes())
+    if let Some((list, lost, reset)) = update {
+        let retired = lun.replace_options(list).map(Retired::new);
+        let mut be = lock();
+        if let Some(e) = be.entry(&lun) {
+            e.lost = lost;
+            e.reset_device = reset_on.unwrap_or(reset);
+            if let Some(r) = retired.and_then(|r| KBox::new(r, Wait::NoWait).ok()) {
+                e.retired.push_back(r);
+            }
+        }
+    }
+    Ok(bytes)
 }

@@ -14,6 +14,7 @@ pub use options::DeviceName;
 
 use crate::kern::ctl::{LunRef, LunReq, LunReqType, MediaEvent, Sbuf};
 use crate::kern::errno::Errno;
+use crate::kern::nv::OwnedNvList;
 use crate::kern::queue::{Link, Linked, Stailq};
 use crate::kern::sync::{Mutex, MutexGuard};
 use crate::kern::task::Task;
@@ -33,11 +34,18 @@ struct Entry {
     shut_down: bool,
     /// The device was lost and the LUN let it go (until it returns).
     offline: bool,
+    /// What becomes of the LUN when its device is lost (option `lost`).
+    lost: LostPolicy,
+    /// Reset the device when CTL clears the LUN's task set (`reset=device`).
+    reset_device: bool,
+    /// Option lists a modify replaced, which CTL may still be reading:
+    /// freed with the entry, once CTL has shut the LUN down.
+    retired: Stailq<Retired>,
     link: Link<Entry>,
 }
 
 impl Entry {
-    fn new(lun: LunRef, place: lun::Place) -> Entry {
+    fn new(lun: LunRef, place: lun::Place, lost: LostPolicy, reset_device: bool) -> Entry {
         Entry {
             lun,
             place,
@@ -45,8 +53,33 @@ impl Entry {
             removing: false,
             shut_down: false,
             offline: false,
+            lost,
+            reset_device,
+            retired: Stailq::new(),
             link: Link::new(),
         }
+    }
+}
+
+/// A LUN's option list that a modify replaced.
+struct Retired {
+    _options: OwnedNvList,
+    link: Link<Retired>,
+}
+
+impl Retired {
+    fn new(options: OwnedNvList) -> Retired {
+        Retired {
+            _options: options,
+            link: Link::new(),
+        }
+    }
+}
+
+// SAFETY: `link` returns the `link` field.
+unsafe impl Linked for Retired {
+    fn link(&self) -> &Link<Retired> {
+        &self.link
     }
 }
 
@@ -216,10 +249,11 @@ pub fn devices_changed() {
 
 /// What a LUN needs after a device came or went.
 enum Change {
-    /// Its device (named so) is lost.
-    Lost(LunRef, lun::Name),
-    /// It is offline, its old periph released: its device may be back.
-    Offline(LunRef),
+    /// Its device (named so) is lost; the LUN goes offline, or is removed.
+    Lost(LunRef, lun::Name, LostPolicy),
+    /// It is offline, its old periph released: its device may be back
+    /// (and is reset on CTL's task set clears, or not).
+    Offline(LunRef, bool),
 }
 
 /// The next LUN whose device came or went after `done` of them were looked
@@ -237,13 +271,13 @@ fn next_change(skip: &mut u32) -> Option<Change> {
     })?;
     if entry.offline {
         *skip = skip.saturating_add(1);
-        return Some(Change::Offline(entry.lun.clone()));
+        return Some(Change::Offline(entry.lun.clone(), entry.reset_device));
     }
-    match entry.lun.lun().lost {
+    match entry.lost {
         LostPolicy::Offline => entry.offline = true,
         LostPolicy::Remove => entry.removing = true,
     }
-    Some(Change::Lost(entry.lun.clone(), entry.place.name))
+    Some(Change::Lost(entry.lun.clone(), entry.place.name, entry.lost))
 }
 
 /// The task behind [`devices_changed`]: takes offline (or removes) the LUNs
@@ -253,8 +287,8 @@ fn devices_changed_task() {
     let mut skip = 0;
     while let Some(change) = next_change(&mut skip) {
         match change {
-            Change::Lost(lun, name) => {
-                let remove = lun.lun().lost == LostPolicy::Remove;
+            Change::Lost(lun, name, lost) => {
+                let remove = lost == LostPolicy::Remove;
                 printf!(
                     "ctlpass: LUN {}: {} is lost; {}\n",
                     lun.id(),
@@ -272,8 +306,8 @@ fn devices_changed_task() {
                 }
                 lun.lun().lose_device();
             }
-            Change::Offline(lun) => {
-                if let Some(place) = lun::rebind(&lun) {
+            Change::Offline(lun, reset_device) => {
+                if let Some(place) = lun::rebind(&lun, reset_device) {
                     if let Some(e) = lock().entry(&lun) {
                         e.offline = false;
                         e.place = place;

@@ -752,6 +752,27 @@ impl BeLun {
         unsafe { sys::ctl_remove_lun(self.raw()) };
     }
 
+    /// The options CTL keeps for the LUN.
+    pub fn options(&self) -> Option<NvList<'_>> {
+        // SAFETY: the list CTL reads; this backend replaces it only with
+        // [`BeLun::replace_options`], whose caller keeps the old one alive
+        // until CTL is done with the LUN, and never changes a list in place.
+        unsafe { NvList::from_ptr(ptr::read_volatile(&raw const (*self.raw()).options)) }
+    }
+
+    /// Replaces the options CTL keeps for the LUN (as CTL's own backends do
+    /// on a modify) and returns the old list, which CTL may still be
+    /// reading: the caller keeps it until CTL has shut the LUN down.
+    pub fn replace_options(&self, options: OwnedNvList) -> Option<OwnedNvList> {
+        // SAFETY: a pointer-sized aligned store, atomic on amd64; the old
+        // list came from `into_raw` and is handed back to one owner.
+        unsafe {
+            let old = ptr::read_volatile(&raw const (*self.raw()).options);
+            ptr::write_volatile(&raw mut (*self.raw()).options, options.into_raw());
+            OwnedNvList::from_raw(old)
+        }
+    }
+
     /// Records a new geometry and tells CTL (`ctl_lun_capacity_changed`),
     /// which raises CAPACITY DATA HAS CHANGED for every initiator.
     pub fn capacity_changed(&self, maxlba: u64, pblockexp: u16, pblockoff: u16) {

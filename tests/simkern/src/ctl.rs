@@ -1350,9 +1350,11 @@ pub enum Request {
         blocksize: u32,
         /// `-l`.
         lun_id: Option<u32>,
-        /// `-S`.
+        /// `-S`: the field's bytes, copied as strncpy(3) does (ctld's
+        /// way: all 16 when it is that long, without a NUL; ctladm cuts
+        /// its own to 15 first, as its strlcpy(3) does).
         serial: Option<String>,
-        /// `-d`.
+        /// `-d`, copied the same way (64 bytes).
         device_id: Option<String>,
     },
     /// Remove LUN `lun_id`.
@@ -1389,6 +1391,57 @@ impl Request {
             device_id: None,
         }
     }
+
+    /// The `struct ctl_lun_req` a program fills for this request to
+    /// `backend` (without its options), as CTL receives it.
+    pub fn raw(&self, backend: &str) -> sys::ctl_lun_req {
+        // SAFETY: struct ctl_lun_req is plain data.
+        let mut req: sys::ctl_lun_req = unsafe { std::mem::zeroed() };
+        for (d, s) in req.backend.iter_mut().zip(backend.bytes().take(31)) {
+            *d = s as std::ffi::c_char;
+        }
+        match self {
+            Request::Create {
+                device_type,
+                size,
+                blocksize,
+                lun_id,
+                serial,
+                device_id,
+            } => {
+                req.reqtype = sys::CTL_LUNREQ_CREATE;
+                // SAFETY: the create member of a zeroed plain-data union.
+                let c = unsafe { &mut req.reqdata.create };
+                c.flags = sys::CTL_LUN_FLAG_DEV_TYPE;
+                c.device_type = *device_type;
+                c.lun_size_bytes = *size;
+                c.blocksize_bytes = *blocksize;
+                if let Some(id) = lun_id {
+                    c.flags |= sys::CTL_LUN_FLAG_ID_REQ;
+                    c.req_lun_id = *id;
+                }
+                if let Some(sn) = serial {
+                    c.flags |= sys::CTL_LUN_FLAG_SERIAL_NUM;
+                    c.serial_num = c_array(sn);
+                }
+                if let Some(id) = device_id {
+                    c.flags |= sys::CTL_LUN_FLAG_DEVID;
+                    c.device_id = c_array(id);
+                }
+            }
+            Request::Remove { lun_id } => {
+                req.reqtype = sys::CTL_LUNREQ_RM;
+                req.reqdata.rm.lun_id = *lun_id;
+            }
+            Request::Modify { lun_id, size } => {
+                req.reqtype = sys::CTL_LUNREQ_MODIFY;
+                req.reqdata.modify.lun_id = *lun_id;
+                req.reqdata.modify.lun_size_bytes = *size;
+            }
+            Request::Raw { reqtype } => req.reqtype = *reqtype,
+        }
+        req
+    }
 }
 
 /// What came back: the request's status, error string and (for create)
@@ -1404,9 +1457,10 @@ pub struct Reply {
     pub created: Option<(u8, u64, u32, u32, String, String)>,
 }
 
+/// strncpy(3) into a field of `N` bytes: NUL padded, no NUL when full.
 fn c_array<const N: usize>(text: &str) -> [u8; N] {
     let mut a = [0u8; N];
-    for (d, s) in a.iter_mut().zip(text.bytes().take(N - 1)) {
+    for (d, s) in a.iter_mut().zip(text.bytes()) {
         *d = s;
     }
     a
@@ -1457,51 +1511,7 @@ pub fn lun_request_bytes(backend: &str, request: &Request, options: &[(&[u8], &[
             created: None,
         };
     }
-    // SAFETY: struct ctl_lun_req is plain data.
-    let mut req: sys::ctl_lun_req = unsafe { std::mem::zeroed() };
-    for (d, s) in req.backend.iter_mut().zip(backend.bytes().take(31)) {
-        *d = s as std::ffi::c_char;
-    }
-    match request {
-        Request::Create {
-            device_type,
-            size,
-            blocksize,
-            lun_id,
-            serial,
-            device_id,
-        } => {
-            req.reqtype = sys::CTL_LUNREQ_CREATE;
-            // SAFETY: the create member of a zeroed plain-data union.
-            let c = unsafe { &mut req.reqdata.create };
-            c.flags = sys::CTL_LUN_FLAG_DEV_TYPE;
-            c.device_type = *device_type;
-            c.lun_size_bytes = *size;
-            c.blocksize_bytes = *blocksize;
-            if let Some(id) = lun_id {
-                c.flags |= sys::CTL_LUN_FLAG_ID_REQ;
-                c.req_lun_id = *id;
-            }
-            if let Some(sn) = serial {
-                c.flags |= sys::CTL_LUN_FLAG_SERIAL_NUM;
-                c.serial_num = c_array(sn);
-            }
-            if let Some(id) = device_id {
-                c.flags |= sys::CTL_LUN_FLAG_DEVID;
-                c.device_id = c_array(id);
-            }
-        }
-        Request::Remove { lun_id } => {
-            req.reqtype = sys::CTL_LUNREQ_RM;
-            req.reqdata.rm.lun_id = *lun_id;
-        }
-        Request::Modify { lun_id, size } => {
-            req.reqtype = sys::CTL_LUNREQ_MODIFY;
-            req.reqdata.modify.lun_id = *lun_id;
-            req.reqdata.modify.lun_size_bytes = *size;
-        }
-        Request::Raw { reqtype } => req.reqtype = *reqtype,
-    }
+    let mut req = request.raw(backend);
     req.args_nvl = nv::from_pairs(options.iter().copied());
     // SAFETY: the backend's ioctl with a CTL_LUN_REQ, as ctl_ioctl calls it.
     let rc = unsafe {

@@ -134,6 +134,41 @@ pub trait ScsiDevice: Send + Sync {
     fn execute(&self, cmd: Command<'_>) -> Outcome;
 }
 
+/// A device of another type (a tape drive, a changer) as far as ctlpass
+/// looks at it: a RAM disk whose standard INQUIRY data says it is of
+/// `device_type`, with a removable medium.
+pub struct OtherType {
+    /// The disk that answers the commands.
+    pub disk: RamDisk,
+    /// The peripheral device type INQUIRY reports.
+    pub device_type: u8,
+}
+
+impl ScsiDevice for OtherType {
+    fn device_type(&self) -> u8 {
+        self.device_type
+    }
+
+    fn identity(&self) -> &Identity {
+        self.disk.identity()
+    }
+
+    fn execute(&self, cmd: Command<'_>) -> Outcome {
+        let standard_inquiry = cmd.cdb.first() == Some(&0x12) && cmd.cdb.get(1) == Some(&0);
+        let data_in = &mut *cmd.data_in;
+        let o = self.disk.execute(Command {
+            cdb: cmd.cdb,
+            data_out: cmd.data_out,
+            data_in: &mut *data_in,
+        });
+        if standard_inquiry && o.transferred > 0 {
+            data_in[0] = self.device_type;
+            data_in[1] |= 0x80;
+        }
+        o
+    }
+}
+
 /// Why a command failed: sense key, ADDITIONAL SENSE CODE and qualifier, and an optional INFORMATION value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Sense {

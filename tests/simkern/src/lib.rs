@@ -24,6 +24,7 @@ pub mod child;
 pub mod console;
 pub mod ctl;
 pub mod ctl_scsi;
+pub mod ctld;
 pub mod devices;
 pub mod fasthash;
 pub mod idle;

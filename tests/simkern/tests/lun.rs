@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use simkern::cam::{BusSpec, DeviceSpec};
 use simkern::ctl::{self, Reply, Request, Response};
-use simkern::devices::{Cdrom, Command, Identity as DeviceIdentity, Outcome, RamDisk, ScsiDevice};
+use simkern::devices::{Cdrom, Command, Identity as DeviceIdentity, OtherType, RamDisk, ScsiDevice};
 use simkern::remote::{Gated, IscsiDevice};
 use simkern::{Config, Machine, malloc, sys};
 
@@ -184,42 +184,13 @@ fn dvd() -> Arc<Cdrom> {
     ))
 }
 
-/// A tape drive as far as ctlpass looks: a sequential-access device.
-struct Tape(RamDisk);
-
-impl ScsiDevice for Tape {
-    fn device_type(&self) -> u8 {
-        0x01
-    }
-
-    fn identity(&self) -> &DeviceIdentity {
-        self.0.identity()
-    }
-
-    fn execute(&self, cmd: Command<'_>) -> Outcome {
-        let standard_inquiry = cmd.cdb.first() == Some(&0x12) && cmd.cdb.get(1) == Some(&0);
-        let data_in = &mut *cmd.data_in;
-        let o = self.0.execute(Command {
-            cdb: cmd.cdb,
-            data_out: cmd.data_out,
-            data_in: &mut *data_in,
-        });
-        if standard_inquiry && o.transferred > 0 {
-            data_in[0] = 0x01;
-            data_in[1] |= 0x80;
-        }
-        o
-    }
-}
-
 /// Devices on one SAS bus (mpr0, scbus0, maxio 1 MiB), in target order:
-/// da0, da1, cd0, sa-like (a tape: pass3 only), and what a test adds.
+/// da0, da1, cd0, a tape (sa0, pass3), and what a test adds.
 fn machine(extra: Vec<Arc<dyn ScsiDevice>>) -> Machine {
-    let tape = Tape(RamDisk::new(
-        identity("HP", "Ultrium 6-SCSI", "HU1234ABCD", None),
-        16,
-        512,
-    ));
+    let tape = OtherType {
+        disk: RamDisk::new(identity("HP", "Ultrium 6-SCSI", "HU1234ABCD", None), 16, 512),
+        device_type: 0x01,
+    };
     let mut devices: Vec<Arc<dyn ScsiDevice>> = vec![thin_disk(), long_serial_disk(), dvd(), Arc::new(tape)];
     devices.extend(extra);
     let devices = devices
@@ -498,7 +469,7 @@ fn refusals_say_exactly_why() {
     );
     assert_eq!(
         refused(create_request(), &[("device", "pass3")]),
-        "pass3 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported"
+        "sa0 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported"
     );
     assert_eq!(
         refused(sized(1_000_000), &[("device", "da0")]),
@@ -724,7 +695,7 @@ fn a_lun_shows_the_identity_of_a_real_device() {
         connect(iscsi_lun::Tgt::CD),
     );
     let m = machine(vec![disk.clone(), tape.clone(), cd.clone()]);
-    // Targets 4, 5 and 6: da2, a tape (pass5), cd1.
+    // Targets 4, 5 and 6: da2, a tape (sa1, pass5), cd1.
     for (name, device) in [("da2", &*disk as &dyn ScsiDevice), ("cd1", &*cd)] {
         let lun = create(&[("device", name)]);
         assert_eq!(lun_seen(lun), device_seen(device), "{name}");
@@ -734,7 +705,7 @@ fn a_lun_shows_the_identity_of_a_real_device() {
     assert_eq!((seen.vendor.as_str(), seen.capacity), ("CTLPASS", (131071, 512, 3)));
     assert_eq!(
         refused(create_request(), &[("device", "pass5")]),
-        "pass5 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported"
+        "sa1 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported"
     );
     shut_down(m);
 }

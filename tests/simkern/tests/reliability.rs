@@ -535,9 +535,22 @@ fn an_unplugged_device_takes_its_lun_offline_and_its_periph_away() {
     assert_eq!(lun_state(lun).as_deref(), Some("offline"));
     let r = ctl::execute(lun, &read16(4000, 8));
     assert_eq!((r.status, sense_of(&r)), (0x02, (0x2, 0x04, 0x03)), "{r:?}");
-    // A modify says why it cannot read the capacity.
+    // A modify that asks for nothing new succeeds (ctld sends one on
+    // every reload); one asking for another size says why it cannot be.
     let r = ctl::lun_request("passthrough", &Request::Modify { lun_id: lun, size: 0 }, &[]);
-    assert_eq!(r.error, "da0 is lost; the LUN is offline until it returns");
+    assert_eq!((r.status, r.error.as_str()), (sys::CTL_LUN_OK, ""));
+    let r = ctl::lun_request(
+        "passthrough",
+        &Request::Modify {
+            lun_id: lun,
+            size: 4096,
+        },
+        &[],
+    );
+    assert_eq!(
+        r.error,
+        "size 4096 is not the LUN's 536870912 bytes, and da0 cannot say its capacity now"
+    );
     assert_eq!(ctl::luns(), vec![lun]);
     shut_down(m, &luns);
 }

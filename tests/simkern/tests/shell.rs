@@ -869,7 +869,7 @@ device add: $TGT/9: login failed: SENSE KEY:ILLEGAL_REQUEST(5) ASCQ:LOGICAL_UNIT
 <TSSTcorp CDDVDW SH-224DB SB00>    at scbus1 target 0 lun 0 (ctlpass2,cd0,pass2)
 <FREEBSD CTLDISK 0001>             at scbus2 target 0 lun 0 (da2,pass3)
 <CTLPASS TGT-DISK 0185>            at scbus3 target 0 lun 1 (ctlpass3,da3,pass4)
-<CTLPASS TGT-TAPE 0185>            at scbus3 target 0 lun 2 (ctlpass5,pass6)
+<CTLPASS TGT-TAPE 0185>            at scbus3 target 0 lun 2 (ctlpass5,sa0,pass6)
 <CTLPASS TGT-CD 0185>              at scbus3 target 0 lun 3 (ctlpass4,cd5,pass5)
 # camcontrol inquiry da3
 pass4: <CTLPASS TGT-DISK 0185> Fixed Direct Access SPC-3 SCSI device
@@ -896,7 +896,7 @@ LUN ID:        1
 Serial Number: CTLPASS-CD-3
 Device ID:     CTLPASS-CD-3
 # ! ctladm create -b passthrough -o device=pass6
-ctladm: LUN creation error: pass6 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported
+ctladm: LUN creation error: sa0 is a Sequential Access device; without the CTL patch (Mode B) only Direct Access and CD-ROM devices can be exported
 # ctladm devlist
 LUN Backend       Size (Blocks)   BS Serial Number    Device ID\x20\x20\x20\x20\x20\x20\x20
   0 passthrough             131072  512 CTLPASS-DISK-1   CTLPASS-DISK-1\x20\x20

@@ -10,7 +10,8 @@
 //! panics, and a driver without `deinit` cannot be unregistered.
 //!
 //! Besides ctlpass, the kernel has stand-ins of FreeBSD's own peripheral
-//! drivers, `pass` (every device), `da` (direct access) and `cd` (CD/DVD),
+//! drivers, `pass` (every device), `da` (direct access), `cd` (CD/DVD), `sa`
+//! (tape) and `ch` (changer),
 //! attached through the same interfaces, so that `camcontrol devlist` shows
 //! what a FreeBSD machine shows.
 //!
@@ -254,7 +255,7 @@ pub(crate) fn boot(buses: &[BusSpec]) {
             insert_device(&cam, path_id, d);
         }
     }
-    for name in ["pass", "da", "cd"] {
+    for name in ["pass", "da", "cd", "sa", "ch"] {
         let drv = Box::into_raw(Box::new(sys::periph_driver {
             init: None,
             driver_name: CString::new(name).map(CString::into_raw).unwrap_or_default(),
@@ -1199,6 +1200,8 @@ unsafe extern "C" fn standin_async(arg: *mut c_void, code: u32, path: *mut sys::
         (c"pass", None),
         (c"da", Some(sys::T_DIRECT as u8)),
         (c"cd", Some(sys::T_CDROM as u8)),
+        (c"sa", Some(sys::T_SEQUENTIAL as u8)),
+        (c"ch", Some(sys::T_CHANGER as u8)),
     ] {
         if wanted.is_none_or(|t| t == kind) {
             // SAFETY: allocating a stand-in periph with the path lock held.

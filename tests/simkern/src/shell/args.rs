@@ -3,12 +3,12 @@
 
 /// The options getopt(3) found, in order, with their arguments, and the
 /// operands after them.
-pub(super) type Parsed<'a> = (Vec<(char, Option<&'a str>)>, Vec<&'a str>);
+pub(crate) type Parsed<'a> = (Vec<(char, Option<&'a str>)>, Vec<&'a str>);
 
 /// getopt(3) over `args` with the option string `spec` (`"b:vx"`): options
 /// until the first operand or `--`.  `Err` with getopt's own complaint
 /// (`illegal option -- q`, `option requires an argument -- b`).
-pub(super) fn getopt<'a>(args: &[&'a str], spec: &str) -> Result<Parsed<'a>, String> {
+pub(crate) fn getopt<'a>(args: &[&'a str], spec: &str) -> Result<Parsed<'a>, String> {
     let mut opts = Vec::new();
     let mut i = 0;
     while i < args.len() {
@@ -48,7 +48,7 @@ pub(super) fn getopt<'a>(args: &[&'a str], spec: &str) -> Result<Parsed<'a>, Str
 /// whether any digit was read, whether it overflowed (the value is then
 /// `u64::MAX`), and the text after the number.  A minus sign negates as C
 /// does (modulo 2^64).
-pub(super) fn strtoumax(text: &str) -> (u64, bool, bool, &str) {
+pub(crate) fn strtoumax(text: &str) -> (u64, bool, bool, &str) {
     let s = text.trim_start();
     let (negative, s) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
@@ -89,13 +89,13 @@ pub(super) fn strtoumax(text: &str) -> (u64, bool, bool, &str) {
 
 /// strtoul(3) with base 0 as FreeBSD's tools call it: what it can read, 0
 /// if nothing.
-pub(super) fn strtoul(text: &str) -> u64 {
+pub(crate) fn strtoul(text: &str) -> u64 {
     strtoumax(text).0
 }
 
 /// expand_number(3): a number with an optional unit (b, k, m, g, t, p, e:
 /// powers of 1024); `Err(errno)` (EINVAL, ERANGE) as FreeBSD's does.
-pub(super) fn expand_number(text: &str) -> Result<u64, i32> {
+pub(crate) fn expand_number(text: &str) -> Result<u64, i32> {
     let (number, any, overflow, rest) = strtoumax(text);
     if overflow {
         return Err(ERANGE);
@@ -120,15 +120,15 @@ pub(super) fn expand_number(text: &str) -> Result<u64, i32> {
 }
 
 /// FreeBSD's EINVAL.
-pub(super) const EINVAL: i32 = 22;
+pub(crate) const EINVAL: i32 = 22;
 /// FreeBSD's ERANGE.
-pub(super) const ERANGE: i32 = 34;
+pub(crate) const ERANGE: i32 = 34;
 /// FreeBSD's EEXIST.
-pub(super) const EEXIST: i32 = 17;
+pub(crate) const EEXIST: i32 = 17;
 
 /// strerror(3) with FreeBSD's numbers and texts (the simulated kernel's
 /// errno values are FreeBSD's).
-pub(super) fn strerror(errno: i32) -> String {
+pub(crate) fn strerror(errno: i32) -> String {
     let text = match errno {
         1 => "Operation not permitted",
         2 => "No such file or directory",

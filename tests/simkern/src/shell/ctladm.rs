@@ -216,6 +216,13 @@ fn lun_request(
     }
 }
 
+/// What strlcpy(3) leaves of `text` in a field of `size` bytes (ctladm
+/// copies `-S` and `-d` so, into CTL's 16 and 64).
+fn strlcpy(text: &str, size: usize) -> String {
+    let bytes = text.as_bytes();
+    String::from_utf8_lossy(&bytes[..bytes.len().min(size - 1)]).into_owned()
+}
+
 fn create(opts: &[(char, Option<&str>)]) -> Result<String, String> {
     const FUNC: &str = "cctl_create_lun";
     let (mut backend, mut blocksize, mut device_id, mut lun_id) = (None, 0u32, None, None);
@@ -226,11 +233,11 @@ fn create(opts: &[(char, Option<&str>)]) -> Result<String, String> {
         match c {
             'b' => backend = Some(v),
             'B' => blocksize = args::strtoul(v) as u32,
-            'd' => device_id = Some(v.to_owned()),
+            'd' => device_id = Some(strlcpy(v, 64)),
             'l' => lun_id = Some(args::strtoul(v) as u32),
             'o' => add_option(&mut options, v, FUNC)?,
             's' => size = size_arg(v, FUNC)?,
-            'S' => serial = Some(v.to_owned()),
+            'S' => serial = Some(strlcpy(v, 16)),
             't' => device_type = args::strtoul(v) as u8,
             _ => {}
         }

@@ -24,19 +24,27 @@
 //! | `sysctl [name]` | the sysctl OIDs under `name` |
 //! | `vmstat -m` | memory in use by malloc type |
 //! | `balance [type]` | allocations and frees per malloc type since boot |
+//! | `conf FILE`, then lines, then `end` | writes FILE (e.g. `/etc/ctl.conf`), the lines as typed |
+//! | `ctld [-d] [-t] [-f FILE]` | runs ctld (the LUN part of it: see `simkern::ctld`) |
+//! | `service ctld start\|stop\|restart\|reload\|status` | ctld with /etc/ctl.conf, as rc.d/ctld runs it |
+//! | `kill [-HUP\|-TERM\|-KILL\|-9] PID` | a signal to ctld (its PID: `service ctld status`) |
 //!
 //! ctladm's commands may be typed without `ctladm` (`create ...`,
 //! `devlist -v`, `tur 0`).  `device add` and `device remove` print the
 //! kernel messages of the arrival or departure, as the console shows them.
+//! ctld's commands print its log lines (`ctld: ...`); `service ctld stop`
+//! removes the LUNs ctld made, as ctld does on SIGTERM.
 
-mod args;
+pub(crate) mod args;
 mod camcontrol;
 mod ctladm;
 mod devices;
-mod xml;
+pub(crate) mod xml;
 
+use std::collections::BTreeMap;
 use std::ffi::c_int;
 
+use crate::ctld::{self, Ctld};
 use crate::{Machine, ctl, malloc, sys, sysctl};
 
 /// A machine, the hardware around it, and what has been shown of it.
@@ -46,6 +54,11 @@ pub struct Shell {
     machine: Machine,
     dmesg_shown: usize,
     lab: devices::Lab,
+    /// Files written with `conf`.
+    files: BTreeMap<String, String>,
+    /// A `conf FILE` being typed: its path and lines so far.
+    typing: Option<(String, String)>,
+    ctld: Ctld,
 }
 
 impl Shell {
@@ -55,7 +68,36 @@ impl Shell {
             machine,
             dmesg_shown: 0,
             lab: devices::Lab::default(),
+            files: BTreeMap::new(),
+            typing: None,
+            ctld: Ctld::default(),
         }
+    }
+
+    /// Writes a file of the simulated machine (what `conf FILE` does).
+    pub fn write_file(&mut self, path: &str, text: &str) {
+        self.files.insert(path.to_owned(), text.to_owned());
+    }
+
+    /// ctld: the requests it sent.
+    pub fn ctld(&mut self) -> &mut Ctld {
+        &mut self.ctld
+    }
+
+    /// A line of a file being typed after `conf FILE`: kept as it is,
+    /// comments and blank lines included; `end` writes the file.  `None`
+    /// if no file is being typed.
+    fn typed(&mut self, line: &str) -> Option<String> {
+        let (path, text) = self.typing.as_mut()?;
+        if line.trim() == "end" {
+            let (path, text) = (std::mem::take(path), std::mem::take(text));
+            self.typing = None;
+            self.files.insert(path, text);
+        } else {
+            text.push_str(line);
+            text.push('\n');
+        }
+        Some(format!("> {line}\n"))
     }
 
     /// The machine.
@@ -66,6 +108,9 @@ impl Shell {
     /// Runs one line; `Ok` with what the command prints, `Err` with its
     /// error message (the command failed, as its exit status would say).
     pub fn run(&mut self, line: &str) -> Result<String, String> {
+        if self.typed(line).is_some() {
+            return Ok(String::new());
+        }
         let line = line.split('#').next().unwrap_or("").trim();
         match line
             .strip_prefix('!')
@@ -89,6 +134,9 @@ impl Shell {
     /// line; otherwise the echo `# command` and what the command printed,
     /// and whether it succeeded.
     pub fn step(&mut self, line: &str) -> Option<(String, bool)> {
+        if let Some(echo) = self.typed(line) {
+            return Some((echo, true));
+        }
         let command = line.split('#').next().unwrap_or("").trim();
         if command.is_empty() {
             return None;
@@ -167,10 +215,92 @@ impl Shell {
                 s if s.is_empty() => Err(format!("sysctl: unknown oid '{name}'")),
                 s => Ok(s),
             },
+            ["conf", path] => {
+                self.typing = Some(((*path).to_owned(), String::new()));
+                Ok(String::new())
+            }
+            ["ctld", rest @ ..] => {
+                let flags = ctld::Flags::parse(rest)?;
+                let lines = self.ctld.start(flags, &self.files);
+                lines.map(|l| Self::lines(&l)).map_err(|l| Self::lines(&l))
+            }
+            ["service", "ctld", action] => self.service_ctld(action),
+            ["kill", pid] => self.kill("-TERM", pid),
+            ["kill", signal, pid] => self.kill(signal, pid),
             ["vmstat", "-m"] => Ok(Self::vmstat()),
             ["balance"] => Ok(Self::balance(None)),
             ["balance", name] => Ok(Self::balance(Some(name))),
             [command, ..] => Err(format!("{command}: unknown command")),
+        }
+    }
+
+    fn lines(lines: &[String]) -> String {
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    /// kill(1) of ctld: SIGHUP reloads, SIGTERM stops it (removing its
+    /// LUNs), SIGKILL ends it with its LUNs left in CTL.
+    fn kill(&mut self, signal: &str, pid: &str) -> Result<String, String> {
+        if self.ctld.pid().is_none_or(|p| p.to_string() != pid) {
+            return Err(format!("kill: {pid}: No such process"));
+        }
+        let lines = match signal {
+            "-HUP" | "-1" => self.ctld.reload(&self.files),
+            "-TERM" | "-15" => self.ctld.stop(),
+            "-KILL" | "-9" => self.ctld.kill().then(Vec::new),
+            _ => {
+                return Err(format!(
+                    "kill: {}: invalid signal (ctlpass-sim: HUP, TERM, KILL)",
+                    &signal[1..]
+                ));
+            }
+        };
+        Ok(Self::lines(&lines.unwrap_or_default()))
+    }
+
+    /// `service ctld ACTION` as rc.d/ctld and rc.subr run it, with ctld's
+    /// log lines.
+    fn service_ctld(&mut self, action: &str) -> Result<String, String> {
+        let not_running = "ctld not running? (check /var/run/ctld.pid).";
+        match action {
+            "start" => {
+                if let Some(pid) = self.ctld.pid() {
+                    return Err(format!("ctld already running? (pid={pid})."));
+                }
+                let flags = ctld::Flags::parse(&[])?;
+                let out = self.ctld.start(flags, &self.files);
+                out.map(|l| format!("Starting ctld.\n{}", Self::lines(&l)))
+                    .map_err(|l| format!("Starting ctld.\n{}", Self::lines(&l)))
+            }
+            "stop" => {
+                let pid = self.ctld.pid().ok_or(not_running)?;
+                let lines = self.ctld.stop().unwrap_or_default();
+                Ok(format!(
+                    "Stopping ctld.\n{}Waiting for PIDS: {pid}.\n",
+                    Self::lines(&lines)
+                ))
+            }
+            "reload" => {
+                let lines = self.ctld.reload(&self.files).ok_or(not_running)?;
+                Ok(format!("Reloading ctld config files.\n{}", Self::lines(&lines)))
+            }
+            "restart" => {
+                let stopped = match self.service_ctld("stop") {
+                    Ok(out) => out,
+                    Err(e) => format!("{e}\n"),
+                };
+                match self.service_ctld("start") {
+                    Ok(out) => Ok(stopped + &out),
+                    Err(e) => Err(stopped + &e),
+                }
+            }
+            "status" => match self.ctld.pid() {
+                Some(pid) => Ok(format!("ctld is running as pid {pid}.\n")),
+                None => Err("ctld is not running.".into()),
+            },
+            _ => Err(format!(
+                "/etc/rc.d/ctld: unknown directive '{action}'.\nUsage: /etc/rc.d/ctld [fast|force|one|quiet](start|stop|restart|rcvar|reload|enabled|describe|extracommands|status|poll)"
+            )),
         }
     }
 

@@ -5,7 +5,7 @@
 /// What the reader reports, in document order (expat's start, end and
 /// character data handlers).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Event {
+pub(crate) enum Event {
     /// An element starts, with its attributes.
     Start(String, Vec<(String, String)>),
     /// An element ends.
@@ -81,7 +81,7 @@ fn start_tag(inside: &str) -> Result<(String, Vec<(String, String)>), String> {
 }
 
 /// Reads a whole document; `Err` says where it is not well formed.
-pub(super) fn parse(doc: &str) -> Result<Vec<Event>, String> {
+pub(crate) fn parse(doc: &str) -> Result<Vec<Event>, String> {
     let mut events = Vec::new();
     let mut open: Vec<String> = Vec::new();
     let mut rest = doc;
