@@ -16,6 +16,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use super::identity::{self, About, Plan, PlanError, Probe};
 use super::io::IoLimits;
 use super::options::{self, DeviceName, LostPolicy, OptionError};
+use super::sysctl::{self, LunStats};
 use super::{Entry, lock};
 use crate::kern::alloc::{KBox, Wait};
 use crate::kern::cam::{CamAddress, CamStatus, Periph, PeriphLock, PeriphRef, ScsiResult, SharedPeriph};
@@ -23,6 +24,7 @@ use crate::kern::ctl::{LunConfig, LunFlags, LunRef, LunReq, MediaEvent, Sbuf};
 use crate::kern::errno::Errno;
 use crate::kern::fmt::FmtBuf;
 use crate::kern::nv::OwnedNvList;
+use crate::kern::sysctl::SysctlCtx;
 use crate::periph::{self, Claim, DEVICE_NAME_LEN};
 use crate::printf;
 use crate::scsi::capacity::{self, Capacity, CapacityError};
@@ -225,9 +227,19 @@ pub struct Lun {
     long_serial: Option<FmtBuf<256>>,
     /// How commands for the device are sized.
     io: IoLimits,
+    /// Bytes of data buffers the LUN's device may keep
+    /// (`kern.cam.ctl.passthrough.pool_size` when it was created).
+    pool_size: usize,
+    /// Its counters (`kern.cam.ctl.passthrough.lun.<id>`).
+    pub(super) stats: LunStats,
 }
 
 impl Lun {
+    /// Whether the device is bound and CTL knows the LUN has its medium.
+    pub(super) fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
     /// How commands for the device are sized.
     pub(super) fn io_limits(&self) -> IoLimits {
         self.io
@@ -277,11 +289,7 @@ impl Lun {
             sb.element("periph", format_args!("{}", p.name.as_str()));
             sb.element("ctlpass", format_args!("ctlpass{}", p.unit));
         }
-        let state = if self.online.load(Ordering::Acquire) {
-            "online"
-        } else {
-            "offline"
-        };
+        let state = if self.is_online() { "online" } else { "offline" };
         sb.element("state", format_args!("{state}"));
         if let Some(p) = place {
             sb.element("cam_path", format_args!("{}", p.address));
@@ -291,7 +299,10 @@ impl Lun {
             sb.element("devid", format_args!("{}", self.devid.as_str()));
         }
         sb.element("maxio", format_args!("{}", self.max_io));
-        sb.element("mode", format_args!("A"));
+        sb.element(
+            "mode",
+            format_args!("{}", super::sysctl::mode().name().to_str().unwrap_or("")),
+        );
         if let Some(serial) = &self.long_serial {
             sb.element("device_serial", format_args!("{}", serial.as_str()));
         }
@@ -562,6 +573,8 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
         return Err(LunError::NoDevice(opts.device));
     };
     periph::set_reset_device(claimed, opts.reset_device);
+    let pool_size = sysctl::pool_size();
+    periph::io::set_pool_size(claimed, pool_size);
     let mut bufs = Buffers::new()?;
     let probed = probe(claimed, &mut bufs).map_err(|error| LunError::Probe { name, error })?;
     let plan = identity::plan(&probed, &asked, &opts).map_err(|error| LunError::Plan { name, error })?;
@@ -599,23 +612,33 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
     let lun = Lun {
         device: SharedPeriph::new(periph),
         online: AtomicBool::new(true),
-        lost: opts.lost,
+        lost: opts.lost.unwrap_or_else(sysctl::lost),
         reset_device: opts.reset_device,
         serial,
         devid,
         max_io,
         long_serial,
         io,
+        pool_size,
+        stats: LunStats::default(),
     };
     let lun = LunRef::new(config, lun).map_err(|_| LunError::NoMemory)?;
     // The backend's record of the LUN, listed once CTL has it (a remove
     // request cannot find a LUN CTL does not know).
-    let entry = KBox::new(Entry::new(lun.clone(), place), Wait::WaitOk).map_err(|_| LunError::NoMemory)?;
+    let mut entry = KBox::new(Entry::new(lun.clone(), place), Wait::WaitOk).map_err(|_| LunError::NoMemory)?;
     let id = lun.add().map_err(|error| LunError::Add {
         error,
         asked: asked.lun_id,
         holder: asked.lun_id.and_then(exporting),
     })?;
+    // Its sysctl node, now that CTL gave it its number.  The `lun` node
+    // stays while requests run (unload waits for them).
+    let luns = lock().tree.as_ref().map(sysctl::ModuleTree::luns);
+    match luns.map(|l| sysctl::lun_node(l, lun.clone())) {
+        Some(Ok(node)) => entry.sysctl = Some(node),
+        Some(Err(e)) => printf!("ctlpass: LUN {id}: no sysctl node: {e}\n"),
+        None => {}
+    }
     if lun.lun().device.enter() {
         if let Some(p) = lun.lun().device.periph() {
             periph::set_lun(p, id);
@@ -632,15 +655,17 @@ fn exporting(id: u32) -> Option<Name> {
 }
 
 /// The LUN a remove or modify request names, unless it is being removed;
-/// for a remove, it is marked as being removed, with the request waiting.
-fn lookup(id: u32, for_removal: bool) -> Result<LunRef, LunError<'static>> {
+/// for a remove, it is marked as being removed, with the request waiting,
+/// and its sysctl node comes along to be freed.
+fn lookup(id: u32, for_removal: bool) -> Result<(LunRef, Option<SysctlCtx<LunRef>>), LunError<'static>> {
     let mut be = lock();
     match be.luns.find_mut(|e| e.lun.id() == id) {
         Some(e) if e.removing => Err(LunError::Removing(id)),
         Some(e) => {
             e.removing = for_removal;
             e.waiter = for_removal;
-            Ok(e.lun.clone())
+            let node = if for_removal { e.sysctl.take() } else { None };
+            Ok((e.lun.clone(), node))
         }
         None => Err(LunError::NoLun(id)),
     }
@@ -650,7 +675,12 @@ fn lookup(id: u32, for_removal: bool) -> Result<LunRef, LunError<'static>> {
 pub(super) fn remove(req: &mut LunReq<'_>) {
     let id = req.lun_id();
     let lun = match lookup(id, true) {
-        Ok(l) => l,
+        Ok((l, node)) => {
+            // The node goes first, here where sleeping is allowed: its
+            // handlers read the LUN.
+            drop(node);
+            l
+        }
         Err(e) => return req.set_error(format_args!("{e}")),
     };
     lun.remove();
@@ -738,6 +768,7 @@ pub(super) fn rebind(lun: &LunRef) -> Option<Place> {
         return None;
     }
     periph::set_reset_device(p, l.reset_device);
+    periph::io::set_pool_size(p, l.pool_size);
     claim.set_lun(lun.id());
     let periph = claim.into_ref()?;
     if let Err(periph) = l.device.bind(periph) {
@@ -768,7 +799,7 @@ pub(super) fn modify(req: &mut LunReq<'_>) {
 
 /// Re-reads the capacity of LUN `id`'s device; its size in bytes.
 fn modify_lun(id: u32, asked: u64) -> Result<u64, LunError<'static>> {
-    let lun = lookup(id, false)?;
+    let (lun, _) = lookup(id, false)?;
     let name = lock().entry(&lun).map_or_else(FmtBuf::new, |e| e.place.name);
     let device = lun.lun().device();
     if !device.enter() {

@@ -8,6 +8,7 @@ pub mod io;
 mod lun;
 pub mod options;
 mod reply;
+pub mod sysctl;
 
 pub use lun::Lun;
 pub use options::DeviceName;
@@ -16,6 +17,7 @@ use crate::kern::ctl::{LunRef, LunReq, LunReqType, MediaEvent, Sbuf};
 use crate::kern::errno::Errno;
 use crate::kern::queue::{Link, Linked, Stailq};
 use crate::kern::sync::{Mutex, MutexGuard};
+use crate::kern::sysctl::SysctlCtx;
 use crate::kern::task::Task;
 use crate::printf;
 use options::LostPolicy;
@@ -33,6 +35,9 @@ struct Entry {
     shut_down: bool,
     /// The device was lost and the LUN let it go (until it returns).
     offline: bool,
+    /// Its sysctl node (`kern.cam.ctl.passthrough.lun.<id>`), taken away
+    /// and freed, where sleeping is allowed, before the LUN is removed.
+    sysctl: Option<SysctlCtx<LunRef>>,
     link: Link<Entry>,
 }
 
@@ -45,6 +50,7 @@ impl Entry {
             removing: false,
             shut_down: false,
             offline: false,
+            sysctl: None,
             link: Link::new(),
         }
     }
@@ -67,6 +73,8 @@ struct Backend {
     luns: Stailq<Entry>,
     /// LUN requests being processed (they may sleep, so unload waits).
     requests: u32,
+    /// The module's sysctl OIDs, while registered.
+    tree: Option<sysctl::ModuleTree>,
 }
 
 impl Backend {
@@ -76,6 +84,7 @@ impl Backend {
             closing: false,
             luns: Stailq::new(),
             requests: 0,
+            tree: None,
         }
     }
 
@@ -116,10 +125,13 @@ pub fn sysuninit() {
     unsafe { BACKEND.destroy() };
 }
 
-/// The backend is being registered with CTL: LUN requests may arrive.
+/// The backend is being registered with CTL (module load, where sleeping
+/// is allowed): its sysctl OIDs are added, then LUN requests may arrive.
 pub fn init() -> Result<(), Errno> {
+    let tree = sysctl::ModuleTree::new()?;
     *lock() = Backend {
         registered: true,
+        tree: Some(tree),
         ..Backend::unloaded()
     };
     Ok(())
@@ -156,7 +168,13 @@ pub fn shutdown() -> Result<(), Errno> {
         return Err(Errno::ENXIO);
     }
     quiesce()?;
-    lock().registered = false;
+    let tree = {
+        let mut be = lock();
+        be.registered = false;
+        be.tree.take()
+    };
+    // No LUN is left under `lun`: the OIDs go, without the lock.
+    drop(tree);
     Ok(())
 }
 
@@ -216,8 +234,9 @@ pub fn devices_changed() {
 
 /// What a LUN needs after a device came or went.
 enum Change {
-    /// Its device (named so) is lost.
-    Lost(LunRef, lun::Name),
+    /// Its device (named so) is lost; a LUN to be removed comes with its
+    /// sysctl node.
+    Lost(LunRef, lun::Name, Option<SysctlCtx<LunRef>>),
     /// It is offline, its old periph released: its device may be back.
     Offline(LunRef),
 }
@@ -239,11 +258,17 @@ fn next_change(skip: &mut u32) -> Option<Change> {
         *skip = skip.saturating_add(1);
         return Some(Change::Offline(entry.lun.clone()));
     }
-    match entry.lun.lun().lost {
-        LostPolicy::Offline => entry.offline = true,
-        LostPolicy::Remove => entry.removing = true,
-    }
-    Some(Change::Lost(entry.lun.clone(), entry.place.name))
+    let node = match entry.lun.lun().lost {
+        LostPolicy::Offline => {
+            entry.offline = true;
+            None
+        }
+        LostPolicy::Remove => {
+            entry.removing = true;
+            entry.sysctl.take()
+        }
+    };
+    Some(Change::Lost(entry.lun.clone(), entry.place.name, node))
 }
 
 /// The task behind [`devices_changed`]: takes offline (or removes) the LUNs
@@ -253,7 +278,7 @@ fn devices_changed_task() {
     let mut skip = 0;
     while let Some(change) = next_change(&mut skip) {
         match change {
-            Change::Lost(lun, name) => {
+            Change::Lost(lun, name, node) => {
                 let remove = lun.lun().lost == LostPolicy::Remove;
                 printf!(
                     "ctlpass: LUN {}: {} is lost; {}\n",
@@ -266,6 +291,7 @@ fn devices_changed_task() {
                     }
                 );
                 if remove {
+                    drop(node);
                     lun.remove();
                 } else {
                     lun.media_event(MediaEvent::Gone);

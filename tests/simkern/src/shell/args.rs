@@ -48,7 +48,7 @@ pub(super) fn getopt<'a>(args: &[&'a str], spec: &str) -> Result<Parsed<'a>, Str
 /// whether any digit was read, whether it overflowed (the value is then
 /// `u64::MAX`), and the text after the number.  A minus sign negates as C
 /// does (modulo 2^64).
-pub(super) fn strtoumax(text: &str) -> (u64, bool, bool, &str) {
+pub(crate) fn strtoumax(text: &str) -> (u64, bool, bool, &str) {
     let s = text.trim_start();
     let (negative, s) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),

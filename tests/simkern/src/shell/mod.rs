@@ -21,7 +21,8 @@
 //! | `device remove NAME` | hot-unplug a device (`da5`, `pass3`, `cam=B:T:L`) |
 //! | `tgtd start`, `tgtd stop` | run a tgtd on 127.0.0.1 (LUN 1 disk, 2 tape, 3 CD) |
 //! | `dmesg` | kernel messages printed since the last `dmesg` |
-//! | `sysctl [name]` | the sysctl OIDs under `name` |
+//! | `sysctl [-d] name[=value] ...`, `sysctl [-d] -a` | sysctl(8): values (`-d`: descriptions) of the OIDs under `name`; set one |
+//! | `kenv [name[=value]]` | the kernel environment: loader tunables, set before `kldload` |
 //! | `vmstat -m` | memory in use by malloc type |
 //! | `balance [type]` | allocations and frees per malloc type since boot |
 //!
@@ -29,15 +30,16 @@
 //! `devlist -v`, `tur 0`).  `device add` and `device remove` print the
 //! kernel messages of the arrival or departure, as the console shows them.
 
-mod args;
+pub(crate) mod args;
 mod camcontrol;
 mod ctladm;
 mod devices;
+mod sysctl_cmd;
 mod xml;
 
 use std::ffi::c_int;
 
-use crate::{Machine, ctl, malloc, sys, sysctl};
+use crate::{Machine, ctl, malloc, sys};
 
 /// A machine, the hardware around it, and what has been shown of it.
 pub struct Shell {
@@ -162,11 +164,8 @@ impl Shell {
                 self.dmesg_shown = all.len();
                 Ok(new)
             }
-            ["sysctl"] => Ok(Self::sysctl("")),
-            ["sysctl", name] => match Self::sysctl(name) {
-                s if s.is_empty() => Err(format!("sysctl: unknown oid '{name}'")),
-                s => Ok(s),
-            },
+            ["sysctl", rest @ ..] => sysctl_cmd::sysctl(rest),
+            ["kenv", rest @ ..] => sysctl_cmd::kenv(rest),
             ["vmstat", "-m"] => Ok(Self::vmstat()),
             ["balance"] => Ok(Self::balance(None)),
             ["balance", name] => Ok(Self::balance(Some(name))),
@@ -192,19 +191,6 @@ impl Shell {
             }
             (false, e) => format!("kldunload: can't unload file: {}", args::strerror(e)),
         })
-    }
-
-    fn sysctl(prefix: &str) -> String {
-        sysctl::list(prefix)
-            .iter()
-            .map(|e| {
-                if e.node {
-                    format!("{}: (node) {}\n", e.name, e.descr)
-                } else {
-                    format!("{}\n", e.name)
-                }
-            })
-            .collect()
     }
 
     fn vmstat() -> String {
