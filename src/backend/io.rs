@@ -773,16 +773,13 @@ fn finish(lun: &LunRef, req: KBox<Request>, how: Finish) {
         Finish::AsIs => io.complete_as_is(),
         Finish::Device => io.complete(reply::of(&result)),
         Finish::Sensed => io.complete(Reply::Status {
-            status: CHECK_CONDITION,
+            status: reply::CHECK_CONDITION,
             sense: sense.get(..sensed).unwrap_or(&[]),
         }),
     }
     // The I/O is done and its request back: the device may go now.
     drop(lun.lun().device().leave());
 }
-
-/// SCSI status CHECK CONDITION.
-const CHECK_CONDITION: u8 = 0x02;
 
 /// What CTL must be told after a successful START STOP UNIT, in order (as
 /// CTL's ramdisk backend does it); nothing for a power condition change.

@@ -28,7 +28,7 @@ pub enum Next {
 }
 
 /// SCSI status CHECK CONDITION.
-const CHECK_CONDITION: u8 = 0x02;
+pub(super) const CHECK_CONDITION: u8 = 0x02;
 /// SCSI status CONDITION MET: success, for PRE-FETCH.
 const CONDITION_MET: u8 = 0x04;
 /// SCSI status BUSY.
@@ -46,16 +46,17 @@ pub enum Failure {
     /// other than those below, CHECK CONDITION (with its sense data,
     /// fetched with REQUEST SENSE when it came without) or the rarer
     /// RESERVATION CONFLICT and ACA ACTIVE; and the commands ctlpass
-    /// answers with CHECK CONDITION in the device's place (ILLEGAL REQUEST
-    /// for a COMPARE AND WRITE longer than the device takes, an UNMAP or
-    /// WRITE SAME with UNMAP on a device that cannot unmap).
+    /// answers with CHECK CONDITION in the device's place, never sending
+    /// them (ILLEGAL REQUEST for a COMPARE AND WRITE longer than the device
+    /// takes, an UNMAP or WRITE SAME with UNMAP on a device that cannot
+    /// unmap, an opcode it does not forward).
     CheckCondition,
     /// `errors.transport`: CAM ended it with a transport or SIM error
     /// (selection timeout, bus reset, BDR sent, parity and data run errors,
     /// a SIM or bus busy, an abort the initiator did not ask for, any other
     /// CAM error), or the SIM kept bouncing it (`CAM_REQUEUE_REQ` more
     /// than ctlpass resends: BUSY to the initiator); or the data move
-    /// between CTL and the initiator failed.
+    /// between CTL and the initiator failed (or could not be set up).
     Transport,
     /// `errors.timeout`: the device did not answer in time
     /// (`CAM_CMD_TIMEOUT`).
