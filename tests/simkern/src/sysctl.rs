@@ -457,10 +457,10 @@ macro_rules! handle_fixed {
             arg2: sys::intmax_t,
             req: *mut sys::sysctl_req,
         ) -> c_int {
-            // SAFETY: the caller's contract.
             let v: $t = if arg1.is_null() {
                 arg2 as $t
             } else {
+                // SAFETY: the caller's contract: arg1 is the variable.
                 unsafe { arg1.cast::<$t>().read() }
             };
             let error = out(req, (&raw const v).cast(), size_of::<$t>());
@@ -689,19 +689,20 @@ fn remove_oid_locked(mut guard: Guard, oid: Oid, del: bool) -> (Guard, c_int) {
     let t = guard.as_mut().expect("the machine booted");
     // SAFETY: a registered OID, under the lock.
     let refcnt = unsafe { (*oid).oid_refcnt };
-    if is_node(oid) && refcnt == 1 {
-        if let Some(child) = t
-            .lists
-            .get(&(children_of(oid) as usize))
-            .and_then(|l| l.values().next())
-        {
-            console::print(&format!(
-                "Warning: failed attempt to remove oid {} with child {}\n",
-                name_of(oid),
-                name_of(*child as Oid)
-            ));
-            return (guard, sys::ENOTEMPTY as c_int);
-        }
+    let child = t
+        .lists
+        .get(&(children_of(oid) as usize))
+        .and_then(|l| l.values().next().copied());
+    if is_node(oid)
+        && refcnt == 1
+        && let Some(child) = child
+    {
+        console::print(&format!(
+            "Warning: failed attempt to remove oid {} with child {}\n",
+            name_of(oid),
+            name_of(child as Oid)
+        ));
+        return (guard, sys::ENOTEMPTY as c_int);
     }
     if refcnt > 1 {
         // SAFETY: as above.
@@ -713,6 +714,7 @@ fn remove_oid_locked(mut guard: Guard, oid: Oid, del: bool) -> (Guard, c_int) {
         // SAFETY: as above (the flag and counter are read and written under
         // the lock).
         while unsafe { (*oid).oid_running } > 0 {
+            // SAFETY: as above.
             unsafe { (*oid).oid_kind |= sys::CTLFLAG_DYING };
             guard = HANDLER_DONE.wait(guard).unwrap_or_else(|e| e.into_inner());
         }

@@ -108,7 +108,11 @@ fn reload_works_and_allocations_balance_every_time() {
         m.kldload().unwrap_or_else(|e| panic!("load {round}: errno {e}"));
         assert_eq!(m.devlist(), STANDARD_DEVLIST_LOADED, "round {round}");
         let stats = malloc::stats("ctlpass").unwrap();
-        assert_eq!((stats.in_use, stats.requests), (4, 4), "round {round}: softcs and the sysctl context");
+        assert_eq!(
+            (stats.in_use, stats.requests),
+            (4, 4),
+            "round {round}: softcs and the sysctl context"
+        );
         m.kldunload().unwrap_or_else(|e| panic!("unload {round}: errno {e}"));
         assert_eq!(m.devlist(), STANDARD_DEVLIST_UNLOADED, "round {round}");
     }
@@ -190,7 +194,11 @@ fn devices_that_come_and_go_are_attached_and_detached() {
         m.devlist().contains("(ctlpass3,da3,pass4)"),
         "the freed unit number is used again"
     );
-    assert_eq!(malloc::stats("ctlpass").unwrap().in_use, 5, "four softcs and the sysctl context");
+    assert_eq!(
+        malloc::stats("ctlpass").unwrap().in_use,
+        5,
+        "four softcs and the sysctl context"
+    );
 }
 
 #[test]

@@ -202,7 +202,10 @@ fn the_tree_after_load_and_create() {
     assert!(counters(lun).values().all(|&v| v == 0));
     // Read-only OIDs refuse writes (sysctl_root's EPERM); nodes are nodes.
     assert_eq!(sysctl::set(&format!("{TOP}.mode"), b"B"), Err(sys::EPERM as i32));
-    assert_eq!(sysctl::set(&format!("{node}.commands"), &0u64.to_ne_bytes()), Err(sys::EPERM as i32));
+    assert_eq!(
+        sysctl::set(&format!("{node}.commands"), &0u64.to_ne_bytes()),
+        Err(sys::EPERM as i32)
+    );
     assert_eq!(sysctl::get(&node), Err(sys::EISDIR as i32));
     remove(lun);
     assert!(sysctl::list(&node).is_empty(), "the LUN's node goes with it");
@@ -231,7 +234,11 @@ fn every_counter_moves_with_the_io_that_should_move_it() {
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(d, [("commands", 1), ("bytes_written", 4096)]);
     let faults = [
-        (Effect::check_condition(0x03, 0x11, 0x00), 0x02, "errors.check_condition"),
+        (
+            Effect::check_condition(0x03, 0x11, 0x00),
+            0x02,
+            "errors.check_condition",
+        ),
         (Effect::Cam(sys::CAM_CMD_TIMEOUT), 0x02, "errors.timeout"),
         (Effect::Cam(sys::CAM_SEL_TIMEOUT), 0x02, "errors.transport"),
         (Effect::busy(), 0x08, "busy"),
@@ -325,7 +332,11 @@ fn tunables_come_from_kenv_and_sysctl_and_bad_values_are_refused() {
     assert_eq!(set_u32("timeout", 5000), Ok(()));
     ctl::execute(da0, &read16(0, 1, 512));
     let timeouts = cam::device_stats(0, 0, 0).timeouts;
-    assert_eq!((timeouts.get(&45_000), timeouts.get(&5_000)), (Some(&1), Some(&1)), "{timeouts:?}");
+    assert_eq!(
+        (timeouts.get(&45_000), timeouts.get(&5_000)),
+        (Some(&1), Some(&1)),
+        "{timeouts:?}"
+    );
     // The LUN took lost=remove from the tunable: pulled, it goes.
     m.unplug(0, 0, 0);
     wait_for(|| ctl::luns().is_empty(), "the LUN to be removed");
@@ -353,7 +364,10 @@ fn tunables_come_from_kenv_and_sysctl_and_bad_values_are_refused() {
     sysctl::kenv_set(&format!("{TOP}.timeout"), "5");
     m.kldload().unwrap();
     assert_eq!(get(&format!("{TOP}.timeout")), Value::U32(60_000));
-    assert!(m.dmesg().contains(&format!("Setting sysctl {TOP}.timeout failed: 22\n")));
+    assert!(
+        m.dmesg()
+            .contains(&format!("Setting sysctl {TOP}.timeout failed: 22\n"))
+    );
 }
 
 /// ctl.conf(5) read back as ctld's lexer (usr.sbin/ctld/token.l) and
@@ -406,7 +420,10 @@ fn ctl_conf_is_the_stanza_ctld_reads_back_unchanged() {
     let (name, s) = parse_ctl_conf(&stanza);
     assert_eq!(name, "da0");
     assert_eq!(s["backend"], "passthrough");
-    assert_eq!((s["blocksize"].parse::<u32>().unwrap(), &s["serial"], &s["device-id"]), (bs, &serial, &devid));
+    assert_eq!(
+        (s["blocksize"].parse::<u32>().unwrap(), &s["serial"], &s["device-id"]),
+        (bs, &serial, &devid)
+    );
     // A CD named by serial number (a path that must be quoted), named for
     // ctld by a keyword (quoted too).
     let opts = [("serial", "R8RS6GAB123456"), ("ctld_name", "target")];
@@ -420,7 +437,10 @@ fn ctl_conf_is_the_stanza_ctld_reads_back_unchanged() {
     );
     let (name, s) = parse_ctl_conf(&stanza);
     assert_eq!((name.as_str(), s["path"].as_str()), ("target", "serial=R8RS6GAB123456"));
-    assert_eq!((s["blocksize"].parse::<u32>().unwrap(), &s["serial"], &s["device-id"]), (bs, &serial, &devid));
+    assert_eq!(
+        (s["blocksize"].parse::<u32>().unwrap(), &s["serial"], &s["device-id"]),
+        (bs, &serial, &devid)
+    );
     // A serial number with a double quote cannot be written in ctl.conf.
     let quoted = Request::Create {
         device_type: 0,
@@ -460,9 +480,11 @@ fn the_shell_prints_and_sets_as_sysctl_and_kenv_do() {
     );
     assert_eq!(
         run("sysctl -d kern.cam.ctl.passthrough.timeout"),
-        Ok("kern.cam.ctl.passthrough.timeout: Timeout of data commands sent to a device, in milliseconds \
+        Ok(
+            "kern.cam.ctl.passthrough.timeout: Timeout of data commands sent to a device, in milliseconds \
             (1000-3600000)\n"
-            .into())
+                .into()
+        )
     );
     assert_eq!(
         run("sysctl kern.cam.ctl.passthrough.timeout=5"),
@@ -472,7 +494,10 @@ fn the_shell_prints_and_sets_as_sysctl_and_kenv_do() {
     );
     assert_eq!(
         run("sysctl kern.cam.ctl.passthrough.timeout=5000 kern.cam.ctl.passthrough.lost=remove"),
-        Ok("kern.cam.ctl.passthrough.timeout: 30000 -> 5000\nkern.cam.ctl.passthrough.lost: offline -> remove\n".into())
+        Ok(
+            "kern.cam.ctl.passthrough.timeout: 30000 -> 5000\nkern.cam.ctl.passthrough.lost: offline -> remove\n"
+                .into()
+        )
     );
     assert_eq!(
         run("sysctl kern.cam.ctl.passthrough.timeout=ten"),
@@ -486,7 +511,10 @@ fn the_shell_prints_and_sets_as_sysctl_and_kenv_do() {
         run("sysctl kern.cam.ctl.passthrough.lun=1"),
         Err("sysctl: oid 'kern.cam.ctl.passthrough.lun' isn't a leaf node\n".into())
     );
-    assert_eq!(run("sysctl kern.nothing"), Err("sysctl: unknown oid 'kern.nothing'\n".into()));
+    assert_eq!(
+        run("sysctl kern.nothing"),
+        Err("sysctl: unknown oid 'kern.nothing'\n".into())
+    );
     assert_eq!(run("create -b passthrough -o device=da0").map(|_| ()), Ok(()));
     assert_eq!(
         run("sysctl kern.cam.ctl.passthrough.lun.0.device kern.cam.ctl.passthrough.lun.0.errors"),
