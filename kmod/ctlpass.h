@@ -33,6 +33,9 @@ int	ctlpass_periph_deinit(void);
 MALLOC_DECLARE(M_CTLPASS);
 extern struct periph_driver ctlpass_periph_driver;
 extern struct ctl_backend_driver ctlpass_backend_driver;
+/* kern.cam.ctl.passthrough (SYSCTL_NODE in ctlpass.c), the parent of the
+ * OIDs the Rust side adds at run time (SYSCTL_DECL, spelled out). */
+extern struct sysctl_oid sysctl___kern_cam_ctl_passthrough;
 
 void	ctlpass_mtx_init(struct mtx *m, const char *name);
 void	ctlpass_mtx_destroy(struct mtx *m);

@@ -270,7 +270,6 @@ pub fn plan<'a>(probe: &Probe<'a>, asked: &CreateParams, opts: &LunOptions<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::options::LostPolicy;
     use std::format;
     use std::vec::Vec;
 
@@ -322,7 +321,7 @@ mod tests {
             strict,
             readonly,
             ha_role: HaRole::Primary,
-            lost: LostPolicy::Offline,
+            lost: None,
             reset_device: false,
         }
     }

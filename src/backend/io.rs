@@ -28,7 +28,8 @@ use crate::scsi::cdb::{self, Cdb, StartStop, TaskAttribute};
 use crate::scsi::sbc::{self, Hints, UnmapCursor, UnmapLimits};
 use crate::scsi::vpd::BlockLimits;
 
-use super::reply::{self, Next};
+use super::reply::{self, Failure, Next};
+use super::sysctl::{LunStats, timeout_ms};
 
 /// How the backend sizes the commands it sends a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,9 +75,8 @@ impl IoLimits {
     }
 }
 
-/// Command timeouts, in milliseconds: da(4)'s 60 s for the data path;
-/// longer where a device may take its time.
-const DATA_TIMEOUT: u32 = 60_000;
+/// Command timeouts, in milliseconds, where a device may take its time
+/// (the data path's is `kern.cam.ctl.passthrough.timeout`).
 const START_STOP_TIMEOUT: u32 = 120_000;
 const SYNCHRONIZE_CACHE_TIMEOUT: u32 = 120_000;
 const PREVENT_ALLOW_TIMEOUT: u32 = 10_000;
@@ -176,22 +176,31 @@ pub fn submit(io: CtlIo) {
     let Some(lun) = io.lun() else {
         return io.complete(internal_failure());
     };
+    let stats = &lun.lun().stats;
+    stats.command();
     let (work, command) = match plan(&io, lun.geometry().1, lun.lun().io_limits()) {
         Plan::Start(work, command) => (work, command),
-        Plan::Reply(reply) => return io.complete(reply),
+        Plan::Reply(reply) => {
+            // Answered in the device's place: GOOD, or CHECK CONDITION.
+            stats.ended((reply != Reply::Success).then_some(Failure::CheckCondition));
+            return io.complete(reply);
+        }
     };
     // The LUN's device stays bound until the I/O is complete.
     let device = lun.lun().device();
     if !device.enter() {
+        stats.ended(Some(Failure::DeviceLost));
         return io.complete(DEVICE_LOST);
     }
     let Some(periph) = device.periph() else {
+        stats.ended(Some(Failure::DeviceLost));
         io.complete(DEVICE_LOST);
         return drop(device.leave());
     };
     let req = match pio::new_request(periph, io, work, command) {
         Ok(req) => req,
         Err(io) => {
+            stats.ended(Some(Failure::Resource));
             io.complete(Reply::Busy);
             return drop(device.leave());
         }
@@ -298,13 +307,13 @@ fn plan(io: &CtlIo, bs: u32, limits: IoLimits) -> Plan {
                     sbc::compare_and_write(lba, blocks, hints),
                     Data::Out(bytes),
                     tag,
-                    DATA_TIMEOUT,
+                    timeout_ms(),
                 ),
             )
         }
         Completion::DataSubmit if flags & llf::VERIFY != 0 => Plan::Start(
             Work::Forward,
-            command(sbc::verify(lba, len, false, hints), Data::None, tag, DATA_TIMEOUT),
+            command(sbc::verify(lba, len, false, hints), Data::None, tag, timeout_ms()),
         ),
         Completion::DataSubmit => {
             let kind = match (flags & llf::READ != 0, flags & llf::COMPARE != 0) {
@@ -328,7 +337,7 @@ fn plan(io: &CtlIo, bs: u32, limits: IoLimits) -> Plan {
             } else {
                 Data::Out(t.bytes(chunk))
             };
-            Plan::Start(Work::Transfer(t), command(t.command(), data, tag, DATA_TIMEOUT))
+            Plan::Start(Work::Transfer(t), command(t.command(), data, tag, timeout_ms()))
         }
         Completion::ConfigRead => Plan::Start(
             Work::GetLbaStatus,
@@ -336,7 +345,7 @@ fn plan(io: &CtlIo, bs: u32, limits: IoLimits) -> Plan {
                 sbc::get_lba_status(lba, io_data_len(io)),
                 Data::InCtl(io_data_len(io)),
                 tag,
-                DATA_TIMEOUT,
+                timeout_ms(),
             ),
         ),
         Completion::ConfigWrite => match opcode {
@@ -434,7 +443,7 @@ fn need_buffer(lun: &LunRef, req: KBox<Request>, len: u32) {
     match pio::buffer(periph, req, len as usize) {
         Grant::Now(req) => with_buffer(lun, req),
         Grant::Later => {}
-        Grant::Failed(req, _) => finish(lun, req, Finish::Reply(Reply::Busy)),
+        Grant::Failed(req, _) => finish(lun, req, Finish::Reply(Reply::Busy, Some(Failure::Resource))),
     }
 }
 
@@ -454,7 +463,7 @@ fn with_buffer(lun: &LunRef, req: KBox<Request>) {
 /// byte transfer.
 fn move_data(lun: &LunRef, req: KBox<Request>, offset: u32, len: u32, total: u32) {
     if let Err(req) = ctl::datamove(req, offset, len, total) {
-        finish(lun, req, Finish::Reply(internal_failure()));
+        finish(lun, req, Finish::Reply(internal_failure(), Some(Failure::Transport)));
     }
 }
 
@@ -464,17 +473,17 @@ fn next_unmap(lun: &LunRef, mut req: KBox<Request>) {
         cursor, limits, anchor, ..
     } = req.work
     else {
-        return finish(lun, req, Finish::Reply(internal_failure()));
+        return finish(lun, req, Finish::Reply(internal_failure(), Some(Failure::Transport)));
     };
     // The descriptors live in CTL's buffer of the I/O; the list is built in
     // the request's own.
     let r = &mut *req;
     let batch = match (r.io.as_ref(), r.buf.as_mut()) {
         (Some(io), Some(buf)) => sbc::next_unmap(io.unmap_descriptors().0, cursor, limits, buf.as_mut_slice()),
-        _ => return finish(lun, req, Finish::Reply(internal_failure())),
+        _ => return finish(lun, req, Finish::Reply(internal_failure(), Some(Failure::Transport))),
     };
     match batch {
-        None => finish(lun, req, Finish::Reply(Reply::Success)),
+        None => finish(lun, req, Finish::SUCCESS),
         Some((len, next)) => {
             req.work = Work::Unmap {
                 cursor,
@@ -525,7 +534,8 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
             if let Work::Transfer(t) = req.work {
                 tell_taken(&mut req, t);
             }
-            return finish(lun, req, Finish::Reply(Reply::Busy));
+            // The SIM kept bouncing it: the initiator is told BUSY.
+            return finish(lun, req, Finish::Reply(Reply::Busy, Some(Failure::Transport)));
         }
         Next::RequestSense if req.work != Work::RequestSense => {
             if let Work::Transfer(t) = req.work {
@@ -560,11 +570,11 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
                 // GOOD with a residual: the device took less than it was
                 // sent, and nothing after it is sent.
                 tell_taken(&mut req, t);
-                return finish(lun, req, Finish::Reply(Reply::Success));
+                return finish(lun, req, Finish::SUCCESS);
             }
             t.done = t.done.saturating_add(t.chunk);
             match sbc::next_chunk(t.blocks, t.done, t.chunk) {
-                None => finish(lun, req, Finish::Reply(Reply::Success)),
+                None => finish(lun, req, Finish::SUCCESS),
                 Some((_, chunk)) => {
                     t.chunk = chunk;
                     req.work = Work::Transfer(t);
@@ -584,7 +594,7 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
         } if ok => {
             let done = done.saturating_add(blocks.saturating_sub(done).min(max));
             if done >= blocks {
-                return finish(lun, req, Finish::Reply(Reply::Success));
+                return finish(lun, req, Finish::SUCCESS);
             }
             let n = blocks.saturating_sub(done).min(max);
             req.work = Work::WriteSame {
@@ -617,7 +627,7 @@ fn device_done(lun: &LunRef, mut req: KBox<Request>) {
             if let Some(io) = req.io.as_mut() {
                 io.set_data_len(got);
             }
-            finish(lun, req, Finish::Reply(Reply::Success))
+            finish(lun, req, Finish::SUCCESS)
         }
         Work::Transfer(t) => {
             tell_taken(&mut req, t);
@@ -665,6 +675,10 @@ pub fn moved(mut req: KBox<Request>) {
         return drop(req);
     };
     let failed = req.io.as_ref().is_none_or(|io| io.has_error() || io.is_aborted());
+    if !failed && let Some(io) = req.io.as_ref() {
+        let read = matches!(req.work, Work::Transfer(t) if t.kind == Kind::Read);
+        lun.lun().stats.moved(read, io.moved_bytes());
+    }
     if failed {
         // CTL or the frontend set the status (a transport error, short
         // data, an abort): the I/O ends with it.
@@ -679,7 +693,7 @@ pub fn moved(mut req: KBox<Request>) {
             }
             t.done = t.done.saturating_add(t.chunk);
             match sbc::next_chunk(t.blocks, t.done, t.chunk) {
-                None => finish(&lun, req, Finish::Reply(Reply::Success)),
+                None => finish(&lun, req, Finish::SUCCESS),
                 Some((_, chunk)) => {
                     t.chunk = chunk;
                     req.work = Work::Transfer(t);
@@ -696,8 +710,8 @@ pub fn moved(mut req: KBox<Request>) {
 
 /// How a request ends.
 enum Finish {
-    /// With this status.
-    Reply(Reply<'static>),
+    /// With this status, counted as this failure (`None`: a success).
+    Reply(Reply<'static>, Option<Failure>),
     /// With the status of the device's last command.
     Device,
     /// With CHECK CONDITION and the sense REQUEST SENSE returned.
@@ -706,9 +720,27 @@ enum Finish {
     AsIs,
 }
 
+impl Finish {
+    /// With GOOD.
+    const SUCCESS: Finish = Finish::Reply(Reply::Success, None);
+}
+
+/// Counts how `req` ends (`how`) in the LUN's statistics.
+fn count(stats: &LunStats, req: &Request, how: &Finish) {
+    stats.ended(match how {
+        Finish::Reply(_, failure) => *failure,
+        Finish::Device => reply::failure(&req.result),
+        Finish::Sensed => Some(Failure::CheckCondition),
+        // Task management, or a data move that failed (CTL's status).
+        Finish::AsIs if req.is_aborted() => Some(Failure::Aborted),
+        Finish::AsIs => Some(Failure::Transport),
+    });
+}
+
 /// Completes the request's I/O and gives the request and its buffer back
 /// to the periph's pools.
 fn finish(lun: &LunRef, req: KBox<Request>, how: Finish) {
+    count(&lun.lun().stats, &req, &how);
     let result = req.result.clone();
     // REQUEST SENSE's data, out of the buffer before it goes back.
     let mut sense = [0u8; SENSE_LEN as usize];
@@ -737,20 +769,17 @@ fn finish(lun: &LunRef, req: KBox<Request>, how: Finish) {
         }
     }
     match how {
-        Finish::Reply(reply) => io.complete(reply),
+        Finish::Reply(reply, _) => io.complete(reply),
         Finish::AsIs => io.complete_as_is(),
         Finish::Device => io.complete(reply::of(&result)),
         Finish::Sensed => io.complete(Reply::Status {
-            status: CHECK_CONDITION,
+            status: reply::CHECK_CONDITION,
             sense: sense.get(..sensed).unwrap_or(&[]),
         }),
     }
     // The I/O is done and its request back: the device may go now.
     drop(lun.lun().device().leave());
 }
-
-/// SCSI status CHECK CONDITION.
-const CHECK_CONDITION: u8 = 0x02;
 
 /// What CTL must be told after a successful START STOP UNIT, in order (as
 /// CTL's ramdisk backend does it); nothing for a power condition change.

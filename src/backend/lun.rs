@@ -16,6 +16,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use super::identity::{self, About, Plan, PlanError, Probe};
 use super::io::IoLimits;
 use super::options::{self, DeviceName, OptionError, Shown};
+use super::sysctl::{self, LunStats};
 use super::{Entry, Retired, lock};
 use crate::kern::alloc::{KBox, Wait};
 use crate::kern::cam::{CamAddress, CamStatus, Periph, PeriphLock, PeriphRef, ScsiResult, SharedPeriph};
@@ -23,6 +24,7 @@ use crate::kern::ctl::{LunConfig, LunFlags, LunRef, LunReq, MediaEvent, Sbuf};
 use crate::kern::errno::Errno;
 use crate::kern::fmt::FmtBuf;
 use crate::kern::nv::{NvList, OwnedNvList};
+use crate::kern::sysctl::SysctlCtx;
 use crate::periph::{self, Claim, DEVICE_NAME_LEN};
 use crate::printf;
 use crate::scsi::capacity::{self, Capacity, CapacityError};
@@ -235,9 +237,19 @@ pub struct Lun {
     long_serial: Option<FmtBuf<256>>,
     /// How commands for the device are sized.
     io: IoLimits,
+    /// Bytes of data buffers the LUN's device may keep
+    /// (`kern.cam.ctl.passthrough.pool_size` when it was created).
+    pool_size: usize,
+    /// Its counters (`kern.cam.ctl.passthrough.lun.<id>`).
+    pub(super) stats: LunStats,
 }
 
 impl Lun {
+    /// Whether the device is bound and CTL knows the LUN has its medium.
+    pub(super) fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
     /// How commands for the device are sized.
     pub(super) fn io_limits(&self) -> IoLimits {
         self.io
@@ -287,11 +299,7 @@ impl Lun {
             sb.element("periph", format_args!("{}", p.name.as_str()));
             sb.element("ctlpass", format_args!("ctlpass{}", p.unit));
         }
-        let state = if self.online.load(Ordering::Acquire) {
-            "online"
-        } else {
-            "offline"
-        };
+        let state = if self.is_online() { "online" } else { "offline" };
         sb.element("state", format_args!("{state}"));
         if let Some(p) = place {
             sb.element("cam_path", format_args!("{}", p.address));
@@ -301,7 +309,10 @@ impl Lun {
             sb.element("devid", format_args!("{}", self.devid.as_str()));
         }
         sb.element("maxio", format_args!("{}", self.max_io));
-        sb.element("mode", format_args!("A"));
+        sb.element(
+            "mode",
+            format_args!("{}", super::sysctl::mode().name().to_str().unwrap_or("")),
+        );
         if let Some(serial) = &self.long_serial {
             sb.element("device_serial", format_args!("{}", serial.as_str()));
         }
@@ -572,6 +583,8 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
         return Err(LunError::NoDevice(opts.device));
     };
     periph::set_reset_device(claimed, opts.reset_device);
+    let pool_size = sysctl::pool_size();
+    periph::io::set_pool_size(claimed, pool_size);
     let mut bufs = Buffers::new()?;
     let probed = probe(claimed, &mut bufs).map_err(|error| LunError::Probe { name, error })?;
     let plan = identity::plan(&probed, &asked, &opts).map_err(|error| LunError::Plan { name, error })?;
@@ -614,17 +627,32 @@ fn create_lun<'r>(req: &'r LunReq<'_>) -> Result<Created, LunError<'r>> {
         max_io,
         long_serial,
         io,
+        pool_size,
+        stats: LunStats::default(),
     };
     let lun = LunRef::new(config, lun).map_err(|_| LunError::NoMemory)?;
     // The backend's record of the LUN, listed once CTL has it (a remove
     // request cannot find a LUN CTL does not know).
-    let entry = Entry::new(lun.clone(), place, opts.lost, opts.reset_device);
-    let entry = KBox::new(entry, Wait::WaitOk).map_err(|_| LunError::NoMemory)?;
+    let entry = Entry::new(
+        lun.clone(),
+        place,
+        opts.lost.unwrap_or_else(sysctl::lost),
+        opts.reset_device,
+    );
+    let mut entry = KBox::new(entry, Wait::WaitOk).map_err(|_| LunError::NoMemory)?;
     let id = lun.add().map_err(|error| LunError::Add {
         error,
         asked: asked.lun_id,
         holder: asked.lun_id.and_then(exporting),
     })?;
+    // Its sysctl node, now that CTL gave it its number.  The `lun` node
+    // stays while requests run (unload waits for them).
+    let luns = lock().tree.as_ref().map(sysctl::ModuleTree::luns);
+    match luns.map(|l| sysctl::lun_node(l, lun.clone())) {
+        Some(Ok(node)) => entry.sysctl = Some(node),
+        Some(Err(e)) => printf!("ctlpass: LUN {id}: no sysctl node: {e}\n"),
+        None => {}
+    }
     if lun.lun().device.enter() {
         if let Some(p) = lun.lun().device.periph() {
             periph::set_lun(p, id);
@@ -641,15 +669,17 @@ fn exporting(id: u32) -> Option<Name> {
 }
 
 /// The LUN a remove or modify request names, unless it is being removed;
-/// for a remove, it is marked as being removed, with the request waiting.
-fn lookup(id: u32, for_removal: bool) -> Result<LunRef, LunError<'static>> {
+/// for a remove, it is marked as being removed, with the request waiting,
+/// and its sysctl node comes along to be freed.
+fn lookup(id: u32, for_removal: bool) -> Result<(LunRef, Option<SysctlCtx<LunRef>>), LunError<'static>> {
     let mut be = lock();
     match be.luns.find_mut(|e| e.lun.id() == id) {
         Some(e) if e.removing => Err(LunError::Removing(id)),
         Some(e) => {
             e.removing = for_removal;
             e.waiter = for_removal;
-            Ok(e.lun.clone())
+            let node = if for_removal { e.sysctl.take() } else { None };
+            Ok((e.lun.clone(), node))
         }
         None => Err(LunError::NoLun(id)),
     }
@@ -659,7 +689,12 @@ fn lookup(id: u32, for_removal: bool) -> Result<LunRef, LunError<'static>> {
 pub(super) fn remove(req: &mut LunReq<'_>) {
     let id = req.lun_id();
     let lun = match lookup(id, true) {
-        Ok(l) => l,
+        Ok((l, node)) => {
+            // The node goes first, here where sleeping is allowed: its
+            // handlers read the LUN.
+            drop(node);
+            l
+        }
         Err(e) => return req.set_error(format_args!("{e}")),
     };
     lun.remove();
@@ -747,6 +782,7 @@ pub(super) fn rebind(lun: &LunRef, reset_device: bool) -> Option<Place> {
         return None;
     }
     periph::set_reset_device(p, reset_device);
+    periph::io::set_pool_size(p, l.pool_size);
     claim.set_lun(lun.id());
     let periph = claim.into_ref()?;
     if let Err(periph) = l.device.bind(periph) {
@@ -835,7 +871,7 @@ fn new_options<'r>(lun: &LunRef, args: &NvList<'r>) -> Result<Option<OwnedNvList
 /// its size in bytes.
 fn modify_lun<'r>(req: &'r LunReq<'_>) -> Result<u64, LunError<'r>> {
     let (id, asked) = (req.lun_id(), req.modify_size());
-    let lun = lookup(id, false)?;
+    let (lun, _) = lookup(id, false)?;
     let args = req.args().filter(|a| a.iter().next().is_some());
     let update = match args {
         Some(args) => {
@@ -897,7 +933,7 @@ fn modify_lun<'r>(req: &'r LunReq<'_>) -> Result<u64, LunError<'r>> {
         let retired = lun.replace_options(list).map(Retired::new);
         let mut be = lock();
         if let Some(e) = be.entry(&lun) {
-            e.lost = lost;
+            e.lost = lost.unwrap_or_else(sysctl::lost);
             e.reset_device = reset_on.unwrap_or(reset);
             if let Some(r) = retired.and_then(|r| KBox::new(r, Wait::NoWait).ok()) {
                 e.retired.push_back(r);

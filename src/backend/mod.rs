@@ -8,6 +8,7 @@ pub mod io;
 mod lun;
 pub mod options;
 mod reply;
+pub mod sysctl;
 
 pub use lun::Lun;
 pub use options::DeviceName;
@@ -17,6 +18,7 @@ use crate::kern::errno::Errno;
 use crate::kern::nv::OwnedNvList;
 use crate::kern::queue::{Link, Linked, Stailq};
 use crate::kern::sync::{Mutex, MutexGuard};
+use crate::kern::sysctl::SysctlCtx;
 use crate::kern::task::Task;
 use crate::printf;
 use options::LostPolicy;
@@ -41,6 +43,9 @@ struct Entry {
     /// Option lists a modify replaced, which CTL may still be reading:
     /// freed with the entry, once CTL has shut the LUN down.
     retired: Stailq<Retired>,
+    /// Its sysctl node (`kern.cam.ctl.passthrough.lun.<id>`), taken away
+    /// and freed, where sleeping is allowed, before the LUN is removed.
+    sysctl: Option<SysctlCtx<LunRef>>,
     link: Link<Entry>,
 }
 
@@ -56,6 +61,7 @@ impl Entry {
             lost,
             reset_device,
             retired: Stailq::new(),
+            sysctl: None,
             link: Link::new(),
         }
     }
@@ -100,6 +106,8 @@ struct Backend {
     luns: Stailq<Entry>,
     /// LUN requests being processed (they may sleep, so unload waits).
     requests: u32,
+    /// The module's sysctl OIDs, while registered.
+    tree: Option<sysctl::ModuleTree>,
 }
 
 impl Backend {
@@ -109,6 +117,7 @@ impl Backend {
             closing: false,
             luns: Stailq::new(),
             requests: 0,
+            tree: None,
         }
     }
 
@@ -149,10 +158,13 @@ pub fn sysuninit() {
     unsafe { BACKEND.destroy() };
 }
 
-/// The backend is being registered with CTL: LUN requests may arrive.
+/// The backend is being registered with CTL (module load, where sleeping
+/// is allowed): its sysctl OIDs are added, then LUN requests may arrive.
 pub fn init() -> Result<(), Errno> {
+    let tree = sysctl::ModuleTree::new()?;
     *lock() = Backend {
         registered: true,
+        tree: Some(tree),
         ..Backend::unloaded()
     };
     Ok(())
@@ -189,7 +201,13 @@ pub fn shutdown() -> Result<(), Errno> {
         return Err(Errno::ENXIO);
     }
     quiesce()?;
-    lock().registered = false;
+    let tree = {
+        let mut be = lock();
+        be.registered = false;
+        be.tree.take()
+    };
+    // No LUN is left under `lun`: the OIDs go, without the lock.
+    drop(tree);
     Ok(())
 }
 
@@ -249,8 +267,9 @@ pub fn devices_changed() {
 
 /// What a LUN needs after a device came or went.
 enum Change {
-    /// Its device (named so) is lost; the LUN goes offline, or is removed.
-    Lost(LunRef, lun::Name, LostPolicy),
+    /// Its device (named so) is lost; the LUN goes offline, or is removed
+    /// (and then comes with its sysctl node).
+    Lost(LunRef, lun::Name, LostPolicy, Option<SysctlCtx<LunRef>>),
     /// It is offline, its old periph released: its device may be back
     /// (and is reset on CTL's task set clears, or not).
     Offline(LunRef, bool),
@@ -273,11 +292,17 @@ fn next_change(skip: &mut u32) -> Option<Change> {
         *skip = skip.saturating_add(1);
         return Some(Change::Offline(entry.lun.clone(), entry.reset_device));
     }
-    match entry.lost {
-        LostPolicy::Offline => entry.offline = true,
-        LostPolicy::Remove => entry.removing = true,
-    }
-    Some(Change::Lost(entry.lun.clone(), entry.place.name, entry.lost))
+    let node = match entry.lost {
+        LostPolicy::Offline => {
+            entry.offline = true;
+            None
+        }
+        LostPolicy::Remove => {
+            entry.removing = true;
+            entry.sysctl.take()
+        }
+    };
+    Some(Change::Lost(entry.lun.clone(), entry.place.name, entry.lost, node))
 }
 
 /// The task behind [`devices_changed`]: takes offline (or removes) the LUNs
@@ -287,7 +312,7 @@ fn devices_changed_task() {
     let mut skip = 0;
     while let Some(change) = next_change(&mut skip) {
         match change {
-            Change::Lost(lun, name, lost) => {
+            Change::Lost(lun, name, lost, node) => {
                 let remove = lost == LostPolicy::Remove;
                 printf!(
                     "ctlpass: LUN {}: {} is lost; {}\n",
@@ -300,6 +325,7 @@ fn devices_changed_task() {
                     }
                 );
                 if remove {
+                    drop(node);
                     lun.remove();
                 } else {
                     lun.media_event(MediaEvent::Gone);

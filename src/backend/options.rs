@@ -264,8 +264,9 @@ pub struct LunOptions<'a> {
     pub readonly: bool,
     /// The LUN's role in a CTL HA pair (`ha_role`).
     pub ha_role: HaRole,
-    /// What becomes of the LUN when its device is lost (`lost`).
-    pub lost: LostPolicy,
+    /// What becomes of the LUN when its device is lost (`lost`; `None`:
+    /// not given, `kern.cam.ctl.passthrough.lost` decides).
+    pub lost: Option<LostPolicy>,
     /// Reset the device when CTL clears the LUN's task set (`reset`).
     pub reset_device: bool,
 }
@@ -273,7 +274,8 @@ pub struct LunOptions<'a> {
 /// What becomes of a LUN whose device is lost (option `lost`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LostPolicy {
-    /// `lost=offline` (the default): the LUN stays, without a medium, and
+    /// `lost=offline` (the default of `kern.cam.ctl.passthrough.lost`):
+    /// the LUN stays, without a medium, and
     /// binds to the device again when it returns (same device id or
     /// serial number).
     #[default]
@@ -554,7 +556,7 @@ struct Reading<'a> {
     strict: bool,
     readonly: bool,
     role: HaRole,
-    lost: LostPolicy,
+    lost: Option<LostPolicy>,
     reset_device: bool,
     /// The first option naming the device: its name, value and meaning.
     named: Option<(&'a str, &'a str, DeviceName<'a>)>,
@@ -582,7 +584,7 @@ impl<'a> Reading<'a> {
             "strict" => self.strict = on_off("strict", value)?,
             "readonly" => self.readonly = on_off("readonly", value)?,
             "ha_role" => self.role = ha_role(value)?,
-            "lost" => self.lost = lost_policy(value)?,
+            "lost" => self.lost = Some(lost_policy(value)?),
             "reset" => self.reset_device = reset(value)?,
             _ => {}
         }
@@ -599,7 +601,7 @@ pub fn parse<'a>(options: impl Iterator<Item = RawOption<'a>>) -> Result<LunOpti
         strict: false,
         readonly: false,
         role: HaRole::Primary,
-        lost: LostPolicy::Offline,
+        lost: None,
         reset_device: false,
         named: None,
     };
@@ -755,7 +757,7 @@ mod tests {
                 strict: false,
                 readonly: true,
                 ha_role: HaRole::Primary,
-                lost: LostPolicy::Offline,
+                lost: None,
                 reset_device: false,
             }
         );
@@ -766,7 +768,7 @@ mod tests {
         );
         assert_eq!(
             opts(&[("device", "da1"), ("lost", "remove")]).unwrap().lost,
-            LostPolicy::Remove
+            Some(LostPolicy::Remove)
         );
         assert_eq!(
             format!("{}", opts(&[("device", "da1"), ("lost", "later")]).unwrap_err()),

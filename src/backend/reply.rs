@@ -2,7 +2,9 @@
 //! device's own SCSI status and sense pass through verbatim; CAM's transport
 //! errors become what an initiator can act on.  This is the one table of
 //! that mapping: [`next`] says whether the command is done, must be sent
-//! again or needs its sense fetched; [`of`] gives the reply.
+//! again or needs its sense fetched; [`of`] gives the reply; [`failure`]
+//! the class a failed command is counted in (`kern.cam.ctl.passthrough.
+//! lun.N.errors` and its siblings, see [`Failure`]).
 
 use crate::kern::cam::{CamStatus, ScsiResult};
 use crate::kern::ctl::{Reply, SENSE_KEY_HARDWARE_ERROR};
@@ -26,7 +28,71 @@ pub enum Next {
 }
 
 /// SCSI status CHECK CONDITION.
-const CHECK_CONDITION: u8 = 0x02;
+pub(super) const CHECK_CONDITION: u8 = 0x02;
+/// SCSI status CONDITION MET: success, for PRE-FETCH.
+const CONDITION_MET: u8 = 0x04;
+/// SCSI status BUSY.
+const BUSY: u8 = 0x08;
+/// SCSI status TASK SET FULL.
+const TASK_SET_FULL: u8 = 0x28;
+/// SCSI status TASK ABORTED.
+const TASK_ABORTED: u8 = 0x40;
+
+/// Why a command CTL handed the LUN failed, as the LUN's statistics count
+/// it: every failed command in exactly one class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// `errors.check_condition`: the device ended it with an error status
+    /// other than those below, CHECK CONDITION (with its sense data,
+    /// fetched with REQUEST SENSE when it came without) or the rarer
+    /// RESERVATION CONFLICT and ACA ACTIVE; and the commands ctlpass
+    /// answers with CHECK CONDITION in the device's place, never sending
+    /// them (ILLEGAL REQUEST for a COMPARE AND WRITE longer than the device
+    /// takes, an UNMAP or WRITE SAME with UNMAP on a device that cannot
+    /// unmap, an opcode it does not forward).
+    CheckCondition,
+    /// `errors.transport`: CAM ended it with a transport or SIM error
+    /// (selection timeout, bus reset, BDR sent, parity and data run errors,
+    /// a SIM or bus busy, an abort the initiator did not ask for, any other
+    /// CAM error), or the SIM kept bouncing it (`CAM_REQUEUE_REQ` more
+    /// than ctlpass resends: BUSY to the initiator); or the data move
+    /// between CTL and the initiator failed (or could not be set up).
+    Transport,
+    /// `errors.timeout`: the device did not answer in time
+    /// (`CAM_CMD_TIMEOUT`).
+    Timeout,
+    /// `errors.device_lost`: the device was gone (`CAM_DEV_NOT_THERE`, a
+    /// periph invalidated with the command waiting, a LUN offline).
+    DeviceLost,
+    /// `errors.resource`: no memory for the request or its data buffer,
+    /// or the SIM short of resources (`CAM_RESRC_UNAVAIL`); the initiator
+    /// was told BUSY.
+    Resource,
+    /// `aborts`: task management ended it (ABORT TASK, ABORT TASK SET,
+    /// CLEAR TASK SET, LUN RESET, I_T NEXUS RESET: CTL's status, or none),
+    /// or the device answered TASK ABORTED.
+    Aborted,
+    /// `busy`: the device answered BUSY or TASK SET FULL, passed on.
+    Busy,
+}
+
+/// The class of a command that ended at the device with `result`, `None`
+/// if it succeeded.
+pub fn failure(result: &ScsiResult) -> Option<Failure> {
+    match result.status {
+        CamStatus::REQ_CMP => None,
+        CamStatus::SCSI_STATUS_ERROR => match result.scsi_status {
+            0 | CONDITION_MET => None,
+            BUSY | TASK_SET_FULL => Some(Failure::Busy),
+            TASK_ABORTED => Some(Failure::Aborted),
+            _ => Some(Failure::CheckCondition),
+        },
+        CamStatus::CMD_TIMEOUT => Some(Failure::Timeout),
+        CamStatus::DEV_NOT_THERE => Some(Failure::DeviceLost),
+        CamStatus::RESRC_UNAVAIL => Some(Failure::Resource),
+        _ => Some(Failure::Transport),
+    }
+}
 
 /// What to do after a command ended with `result`.
 pub fn next(result: &ScsiResult) -> Next {
@@ -92,6 +158,34 @@ mod tests {
             Next::Done,
             "BUSY has no sense"
         );
+    }
+
+    #[test]
+    fn every_failure_has_one_class() {
+        let class = |status, scsi| failure(&ScsiResult::new(status, scsi, 0, &[]));
+        assert_eq!(class(CamStatus::REQ_CMP, 0), None);
+        assert_eq!(class(CamStatus::SCSI_STATUS_ERROR, 0x04), None, "CONDITION MET");
+        assert_eq!(class(CamStatus::SCSI_STATUS_ERROR, 0x02), Some(Failure::CheckCondition));
+        assert_eq!(class(CamStatus::SCSI_STATUS_ERROR, 0x18), Some(Failure::CheckCondition));
+        assert_eq!(class(CamStatus::SCSI_STATUS_ERROR, 0x08), Some(Failure::Busy));
+        assert_eq!(class(CamStatus::SCSI_STATUS_ERROR, 0x28), Some(Failure::Busy));
+        assert_eq!(class(CamStatus::SCSI_STATUS_ERROR, 0x40), Some(Failure::Aborted));
+        assert_eq!(class(CamStatus::CMD_TIMEOUT, 0), Some(Failure::Timeout));
+        assert_eq!(class(CamStatus::DEV_NOT_THERE, 0), Some(Failure::DeviceLost));
+        assert_eq!(class(CamStatus::RESRC_UNAVAIL, 0), Some(Failure::Resource));
+        for status in [
+            CamStatus::SEL_TIMEOUT,
+            CamStatus::REQ_ABORTED,
+            CamStatus::UNCOR_PARITY,
+            CamStatus::DATA_RUN_ERR,
+            CamStatus::REQUEUE_REQ,
+            CamStatus::BUSY,
+            CamStatus::SCSI_BUSY,
+            CamStatus(sys::CAM_SCSI_BUS_RESET),
+            CamStatus(sys::CAM_REQ_CMP_ERR),
+        ] {
+            assert_eq!(class(status, 0), Some(Failure::Transport), "{status}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! ctld, and the I/O CTL hands the backend.
 
 use core::cell::UnsafeCell;
-use core::ffi::c_int;
+use core::ffi::{CStr, c_int};
 use core::fmt::{self, Write};
 use core::mem;
 use core::ptr::{self, NonNull};
@@ -353,6 +353,24 @@ impl CtlIo {
         unsafe { (*self.scsiio()).kern_total_len = len };
     }
 
+    /// Bytes the last data move took to or from the initiator
+    /// (`kern_data_len` less `kern_data_resid`), once CTL called back.
+    pub fn moved_bytes(&self) -> u32 {
+        // SAFETY: plain fields of the I/O, ours again after the move.
+        unsafe {
+            (*self.scsiio())
+                .kern_data_len
+                .saturating_sub((*self.scsiio()).kern_data_resid)
+        }
+    }
+
+    /// Whether the I/O is for `lun`, without taking a reference.
+    pub fn is_for(&self, lun: &BeLun) -> bool {
+        // SAFETY: the backend LUN slot CTL set before handing the I/O over.
+        let be_lun = unsafe { (*self.io.as_ptr()).io_hdr.ctl_private[sys::CTL_PRIV_BACKEND_LUN as usize].ptrs[0] };
+        ptr::eq(be_lun.cast::<BeLun>(), lun)
+    }
+
     /// Whether CTL aborted the I/O (ABORT TASK, LUN RESET...).
     pub fn is_aborted(&self) -> bool {
         // SAFETY: CTL only ever sets this flag; an unlocked read is benign.
@@ -693,6 +711,10 @@ impl LunRef {
     }
 }
 
+// SAFETY: a LunRef dereferences to the heap cell it counts, which stays put
+// while any reference exists.
+unsafe impl super::sysctl::Owner for LunRef {}
+
 impl core::ops::Deref for LunRef {
     type Target = BeLun;
     fn deref(&self) -> &BeLun {
@@ -715,6 +737,27 @@ impl BeLun {
     pub fn id(&self) -> u32 {
         // SAFETY: written by CTL in ctl_add_lun, before it returned.
         unsafe { (*self.raw()).lun_id }
+    }
+
+    /// The string option `name` the LUN was created with (or the backend
+    /// added), as CTL keeps it.
+    pub fn option(&self, name: &CStr) -> Option<&CStr> {
+        // SAFETY: the options list belongs to the LUN from `LunRef::new` to
+        // its last reference and is never changed meanwhile.
+        unsafe { NvList::from_ptr((*self.raw()).options) }?.get(name)
+    }
+
+    /// The serial number and device id CTL shows for the LUN (`serial_num`
+    /// and `device_id`, up to their first NUL), as CTL's LUN list gives
+    /// them to ctld.
+    pub fn ids(&self) -> (&[u8], &[u8]) {
+        fn until_nul(b: &[u8]) -> &[u8] {
+            b.get(..b.iter().position(|&c| c == 0).unwrap_or(b.len()))
+                .unwrap_or(&[])
+        }
+        // SAFETY: fields set before ctl_add_lun and never changed.
+        let be = unsafe { &*self.raw() };
+        (until_nul(&be.serial_num), until_nul(&be.device_id))
     }
 
     /// The LUN's current last LBA and block size.

@@ -15,4 +15,5 @@ pub mod panic;
 pub mod pool;
 pub mod queue;
 pub mod sync;
+pub mod sysctl;
 pub mod task;

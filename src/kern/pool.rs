@@ -235,6 +235,12 @@ impl BufPool {
         }
     }
 
+    /// Sets the budget (at least one largest buffer): buffers beyond it
+    /// are given back as they return and room is made.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget.max(BUF_MAX);
+    }
+
     /// Bytes allocated, free and in use.
     pub fn allocated(&self) -> usize {
         self.allocated

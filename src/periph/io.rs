@@ -27,7 +27,7 @@ use crate::backend::io::Work;
 use crate::kern::alloc::KBox;
 use crate::kern::callout::Callout;
 use crate::kern::cam::{self, ActiveCcb, CamStatus, Periph, PeriphLock, ScsiCommand, ScsiResult, StartCcb};
-use crate::kern::ctl::CtlIo;
+use crate::kern::ctl::{BeLun, CtlIo};
 use crate::kern::pool::{BufPool, KBuf, PoolError, Slab};
 use crate::kern::queue::{Link, Linked, Stailq};
 use crate::kern::sync::Mutex;
@@ -35,9 +35,10 @@ use crate::kern::task::Task;
 
 use super::Softc;
 
-/// Bytes of data buffers one LUN may hold at once: enough for 32 commands
-/// of the largest chunk (1 MiB), so that a device with 32 openings is kept
-/// busy with large transfers.
+/// Bytes of data buffers one LUN may hold at once by default
+/// (`kern.cam.ctl.passthrough.pool_size`): enough for 32 commands of the
+/// largest chunk (1 MiB), so that a device with 32 openings is kept busy
+/// with large transfers.
 pub const POOL_BUDGET: usize = 32 << 20;
 
 /// What a request waits for in `incoming`.
@@ -124,6 +125,52 @@ impl Default for Locked {
             bufs: BufPool::new(POOL_BUDGET),
         }
     }
+}
+
+/// Sets how many bytes of data buffers the periph's device may keep (a
+/// LUN is created or bound to it).
+pub fn set_pool_size(periph: &Periph, bytes: usize) {
+    if let Some(q) = periph.lock().locked() {
+        q.bufs.set_budget(bytes);
+    }
+}
+
+/// A LUN's requests in each queue now (`kern.cam.ctl.passthrough.lun.<id>
+/// .queue`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepths {
+    /// Waiting for a buffer or a CCB.
+    pub incoming: u32,
+    /// On the device.
+    pub active: u32,
+    /// On the device, their I/O completed without them (abandoned).
+    pub abandoned: u32,
+    /// Completed, waiting for the done task.
+    pub done: u32,
+}
+
+/// The requests of `lun`, whose device `periph` is, in each queue.
+pub fn depths(periph: &Periph, lun: &BeLun) -> QueueDepths {
+    let mut d = QueueDepths::default();
+    let count = |n: &mut u32| *n = n.saturating_add(1);
+    if let Some(q) = periph.lock().locked() {
+        d.incoming = u32::try_from(q.incoming.len()).unwrap_or(u32::MAX);
+        q.active.find_mut(|r| {
+            count(if r.io.is_some() {
+                &mut d.active
+            } else {
+                &mut d.abandoned
+            });
+            false
+        });
+    }
+    DONE.lock().find_mut(|r| {
+        if r.io.as_ref().is_some_and(|io| io.is_for(lun)) {
+            count(&mut d.done);
+        }
+        false
+    });
+    d
 }
 
 /// How many requests each queue holds, and the pools' sizes.

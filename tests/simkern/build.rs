@@ -88,6 +88,8 @@ fn main() {
         .allowlist_type(
             "sysinit|mod_metadata|moduledata|mod_depend|mod_version|modeventtype|sysctl_oid|sysctl_oid_list",
         )
+        .allowlist_type("sysctl_req|sysctl_ctx_list|sysctl_ctx_entry")
+        .allowlist_var("CTLTYPE_.*|CTLFLAG_.*|OID_AUTO|CTL_AUTO_START|ENOTEMPTY|EISDIR")
         .allowlist_type("malloc_type|mtx|periph_driver|cam_periph|ccb|ccb_hdr|ccb_getdev|ccb_pathinq|ccb_setasync")
         .allowlist_type("ctl_backend_driver|ctl_be_lun|ctl_lun_req|ctl_io|ctl_io_status|ctl_lun_list|modeventhand_t")
         .allowlist_type("scsi_inquiry_data|pi_inqflag|pi_miscflag")

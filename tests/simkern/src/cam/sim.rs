@@ -155,6 +155,9 @@ impl Lateness {
 pub struct DeviceStats {
     /// Commands the SIM started.
     pub started: u64,
+    /// Commands started, by the timeout their CCB gave (`ccb_h.timeout`,
+    /// milliseconds; recorded, not enforced: a fault times a command out).
+    pub timeouts: BTreeMap<u32, u64>,
     /// Commands the device executed (faulted commands that were not
     /// executed are not counted; a REQUEST SENSE answered with held sense
     /// data is).
@@ -375,6 +378,7 @@ struct Start {
 #[derive(Default)]
 struct Counters {
     started: u64,
+    timeouts: BTreeMap<u32, u64>,
     executed: u64,
     faults: u64,
     completed: BTreeMap<u32, u64>,
@@ -681,6 +685,7 @@ impl SimState {
             self.buffers.record(r);
         }
         self.counters.started += 1;
+        *self.counters.timeouts.entry(csio.ccb_h.timeout).or_default() += 1;
         let mut wait = self.latency;
         let plan = if !self.present {
             Plan::NotThere
@@ -1115,6 +1120,7 @@ pub fn device_stats(path_id: u32, target: u32, lun: u64) -> DeviceStats {
     let c = &st.counters;
     DeviceStats {
         started: c.started,
+        timeouts: c.timeouts.clone(),
         executed: c.executed,
         faults_applied: c.faults,
         completed: c.completed.clone(),

@@ -21,7 +21,8 @@
 //! | `device remove NAME` | hot-unplug a device (`da5`, `pass3`, `cam=B:T:L`) |
 //! | `tgtd start`, `tgtd stop` | run a tgtd on 127.0.0.1 (LUN 1 disk, 2 tape, 3 CD) |
 //! | `dmesg` | kernel messages printed since the last `dmesg` |
-//! | `sysctl [name]` | the sysctl OIDs under `name` |
+//! | `sysctl [-d] name[=value] ...`, `sysctl [-d] -a` | sysctl(8): values (`-d`: descriptions) of the OIDs under `name`; set one |
+//! | `kenv [name[=value]]` | the kernel environment: loader tunables, set before `kldload` |
 //! | `vmstat -m` | memory in use by malloc type |
 //! | `balance [type]` | allocations and frees per malloc type since boot |
 //! | `conf FILE`, then lines, then `end` | writes FILE (e.g. `/etc/ctl.conf`), the lines as typed |
@@ -39,13 +40,14 @@ pub(crate) mod args;
 mod camcontrol;
 mod ctladm;
 mod devices;
+mod sysctl_cmd;
 pub(crate) mod xml;
 
 use std::collections::BTreeMap;
 use std::ffi::c_int;
 
 use crate::ctld::{self, Ctld};
-use crate::{Machine, ctl, malloc, sys, sysctl};
+use crate::{Machine, ctl, malloc, sys};
 
 /// A machine, the hardware around it, and what has been shown of it.
 pub struct Shell {
@@ -210,11 +212,8 @@ impl Shell {
                 self.dmesg_shown = all.len();
                 Ok(new)
             }
-            ["sysctl"] => Ok(Self::sysctl("")),
-            ["sysctl", name] => match Self::sysctl(name) {
-                s if s.is_empty() => Err(format!("sysctl: unknown oid '{name}'")),
-                s => Ok(s),
-            },
+            ["sysctl", rest @ ..] => sysctl_cmd::sysctl(rest),
+            ["kenv", rest @ ..] => sysctl_cmd::kenv(rest),
             ["conf", path] => {
                 self.typing = Some(((*path).to_owned(), String::new()));
                 Ok(String::new())
@@ -322,19 +321,6 @@ impl Shell {
             }
             (false, e) => format!("kldunload: can't unload file: {}", args::strerror(e)),
         })
-    }
-
-    fn sysctl(prefix: &str) -> String {
-        sysctl::list(prefix)
-            .iter()
-            .map(|e| {
-                if e.node {
-                    format!("{}: (node) {}\n", e.name, e.descr)
-                } else {
-                    format!("{}\n", e.name)
-                }
-            })
-            .collect()
     }
 
     fn vmstat() -> String {
