@@ -163,3 +163,52 @@ fn run() {
         CHANGED.notify_all();
     }
 }
+
+/// Another subsystem's long task occupying `taskqueue_thread` (see
+/// [`hold`]): tasks enqueued meanwhile wait, as on a busy FreeBSD kernel.
+pub struct Held {
+    task: *mut sys::task,
+}
+
+static HELD: Mutex<(bool, bool)> = Mutex::new((false, false));
+static HELD_CHANGED: Condvar = Condvar::new();
+
+/// The held task: says it runs, then waits to be let go.
+unsafe extern "C" fn held_task(_context: *mut std::ffi::c_void, _pending: c_int) {
+    let mut h = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    h.0 = true;
+    HELD_CHANGED.notify_all();
+    while !h.1 {
+        h = HELD_CHANGED.wait(h).unwrap_or_else(|e| e.into_inner());
+    }
+    *h = (false, false);
+    HELD_CHANGED.notify_all();
+}
+
+/// Occupies `taskqueue_thread` until the returned [`Held`] is dropped;
+/// returns once the thread is held.  One hold at a time.
+pub fn hold() -> Held {
+    // SAFETY: struct task is plain data; all-zeroes is an idle task.
+    let mut task: Box<sys::task> = Box::new(unsafe { std::mem::zeroed() });
+    task.ta_func = Some(held_task);
+    let task = Box::into_raw(task);
+    // SAFETY: taskqueue_thread, and a task that lives until drained in drop.
+    unsafe { taskqueue_enqueue(taskqueue_thread, task) };
+    let mut h = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    while !h.0 {
+        h = HELD_CHANGED.wait(h).unwrap_or_else(|e| e.into_inner());
+    }
+    Held { task }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        HELD_CHANGED.notify_all();
+        // SAFETY: the task was enqueued by hold; drain waits for it to end.
+        unsafe {
+            taskqueue_drain(taskqueue_thread, self.task);
+            drop(Box::from_raw(self.task));
+        }
+    }
+}

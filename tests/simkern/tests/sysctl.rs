@@ -19,7 +19,7 @@ use simkern::ctl::frontend::Response;
 use simkern::ctl::{self, Cmd, Request, Tmf};
 use simkern::shell::Shell;
 use simkern::sysctl::{self, Value};
-use simkern::{Config, Machine, malloc, sys};
+use simkern::{Config, Machine, malloc, manpage, sys, taskqueue};
 
 const TOP: &str = "kern.cam.ctl.passthrough";
 
@@ -57,6 +57,15 @@ fn depth(lun: u32, queue: &str) -> u32 {
         Value::U32(v) => v,
         v => panic!("queue.{queue} is {v:?}"),
     }
+}
+
+/// The per-LUN variables ctlpass(4) documents, under `lun.N.`.
+fn documented_per_lun() -> Vec<String> {
+    let prefix = format!("{TOP}.lun.N.");
+    manpage::sysctls()
+        .into_iter()
+        .filter_map(|n| n.strip_prefix(&prefix).map(str::to_owned))
+        .collect()
 }
 
 fn counters(lun: u32) -> BTreeMap<&'static str, u64> {
@@ -197,6 +206,20 @@ fn the_tree_after_load_and_create() {
         .map(|e| (e.name[node.len()..].to_owned(), e.node))
         .collect();
     assert_eq!(got, per_lun.map(|(n, d)| (n.to_owned(), d)));
+    // The tree is exactly what ctlpass(4) documents.
+    let mut leaves: Vec<String> = module
+        .iter()
+        .chain(&per_lun)
+        .filter(|(_, node)| !node)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    leaves.sort();
+    let mut documented: Vec<String> = manpage::sysctls()
+        .iter()
+        .map(|n| n[TOP.len()..].replace(".lun.N", ""))
+        .collect();
+    documented.sort();
+    assert_eq!(documented, leaves, "the sysctl variables of ctlpass(4)");
     assert_eq!(text(lun, "device"), "da0");
     assert_eq!(text(lun, "state"), "online");
     assert!(counters(lun).values().all(|&v| v == 0));
@@ -221,6 +244,7 @@ fn every_counter_moves_with_the_io_that_should_move_it() {
     let m = Machine::boot(Config::standard());
     m.kldload().unwrap();
     let lun = create(&[("device", "da0")]);
+    let before = counters(lun);
     // No memory for the first request (a new LUN's pools are empty): BUSY.
     malloc::fail_nowait("ctlpass", u64::MAX);
     let (r, d) = moved(lun, || ctl::execute(lun, &read16(0, 1, 512)));
@@ -277,6 +301,17 @@ fn every_counter_moves_with_the_io_that_should_move_it() {
     assert_eq!(d, [("commands", 1), ("errors.device_lost", 1)]);
     wait_for(|| text(lun, "state") == "offline", "the LUN to go offline");
     assert_eq!(text(lun, "device"), "");
+    // Every counter ctlpass(4) documents moved.
+    let after = counters(lun);
+    let unmoved: Vec<&str> = COUNTERS.iter().copied().filter(|c| after[c] == before[c]).collect();
+    assert_eq!(unmoved, Vec::<&str>::new());
+    let queues_and_state =
+        |n: &String| n.starts_with("queue.") || ["device", "state", "ctl_conf"].contains(&n.as_str());
+    let documented: Vec<String> = documented_per_lun()
+        .into_iter()
+        .filter(|n| !queues_and_state(n))
+        .collect();
+    assert_eq!(documented, COUNTERS.map(str::to_owned), "the counters of ctlpass(4)");
     remove(lun);
     m.kldunload().unwrap();
     assert_eq!(malloc::leaks(), Vec::<String>::new());
@@ -303,6 +338,26 @@ fn queue_depths_show_what_a_gated_device_holds() {
     for q in ["incoming", "active", "abandoned", "done"] {
         assert_eq!(depth(lun, q), 0, "{q}");
     }
+    // A read the device finished waits in `done` while taskqueue_thread is
+    // busy with another subsystem's task.
+    let held = taskqueue::hold();
+    let read = send(lun, read16(0, 1, 512));
+    wait_for(|| depth(lun, "done") == 1, "the read waiting for the done task");
+    assert_eq!((depth(lun, "incoming"), depth(lun, "active")), (0, 0));
+    drop(held);
+    assert_eq!(join(read).status, 0);
+    assert_eq!(depth(lun, "done"), 0);
+    let seen = ["incoming", "active", "done"];
+    let documented: Vec<String> = documented_per_lun()
+        .into_iter()
+        .filter_map(|n| n.strip_prefix("queue.").map(str::to_owned))
+        .filter(|q| q != "abandoned")
+        .collect();
+    assert_eq!(
+        documented,
+        seen.map(str::to_owned),
+        "every queue of ctlpass(4) seen holding a request"
+    );
     remove(lun);
     m.kldunload().unwrap();
 }
