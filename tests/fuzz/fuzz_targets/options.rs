@@ -108,7 +108,7 @@ fn fault<'a>(e: &OptionError<'a>) -> Fault<'a> {
 
 /// What the model reads: the device's key, strict, readonly, ha_role, lost
 /// and reset.
-type Read = (String, bool, bool, HaRole, LostPolicy, bool);
+type Read = (String, bool, bool, HaRole, Option<LostPolicy>, bool);
 
 /// Whether CTL's LUN list can carry `name` as an element name.
 fn listable_name(name: &[u8]) -> bool {
@@ -129,7 +129,7 @@ fn form(key: &str) -> &str {
 /// What `parse` must give for `list`.
 fn model<'a>(list: &[RawOption<'a>]) -> Result<Read, Fault<'a>> {
     let (mut strict, mut readonly, mut role) = (false, false, HaRole::Primary);
-    let (mut lost, mut reset) = (LostPolicy::Offline, false);
+    let (mut lost, mut reset) = (None, false);
     let mut device: Option<String> = None;
     let mut meaning: Option<Fault<'a>> = None;
     for (i, &(name, value)) in list.iter().enumerate() {
@@ -157,8 +157,8 @@ fn model<'a>(list: &[RawOption<'a>]) -> Result<Read, Fault<'a>> {
             ("readonly", "on" | "off") => readonly = text == "on",
             ("ha_role", "primary") => role = HaRole::Primary,
             ("ha_role", "secondary") => role = HaRole::Secondary,
-            ("lost", "offline") => lost = LostPolicy::Offline,
-            ("lost", "remove") => lost = LostPolicy::Remove,
+            ("lost", "offline") => lost = Some(LostPolicy::Offline),
+            ("lost", "remove") => lost = Some(LostPolicy::Remove),
             ("reset", "device" | "none") => reset = text == "device",
             ("strict" | "readonly" | "ha_role" | "lost" | "reset", _) => meaning = wrong(),
             _ if DEVICE_OPTIONS.contains(&option) => match (named(option, text), &device) {
