@@ -587,9 +587,8 @@ fn scan_periph(periph: &PeriphRef) -> bool {
             None => break,
         }
     }
-    lock.locked().is_some_and(|q| {
-        !q.incoming.is_empty() || q.active.find_mut(|r| !r.is_abandoned()).is_some()
-    })
+    lock.locked()
+        .is_some_and(|q| !q.incoming.is_empty() || q.active.find_mut(|r| !r.is_abandoned()).is_some())
 }
 
 /// Abandons the active request at `req` (if it may be): takes its I/O out

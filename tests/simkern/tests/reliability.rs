@@ -91,7 +91,11 @@ fn machine_of(disks: Vec<Arc<dyn ScsiDevice>>, options: &[(&str, &str)]) -> (Mac
     let devices = disks
         .into_iter()
         .zip(0..)
-        .map(|(device, t)| DeviceSpec { target: t, lun: 0, device })
+        .map(|(device, t)| DeviceSpec {
+            target: t,
+            lun: 0,
+            device,
+        })
         .collect();
     let m = Machine::boot(Config {
         buses: vec![BusSpec {
@@ -211,6 +215,8 @@ fn abort_task(lun: u32, sent: Sent) -> (Response, Duration) {
         tag: sent.tag,
     });
     assert_eq!(hit, 1, "ABORT TASK of tag {}", sent.tag);
+    // Bounded: a command the device holds until told must not hang the test.
+    wait_for(|| sent.thread.is_finished(), "the aborted command to end");
     let (resp, when) = sent.thread.join().expect("the initiator thread");
     (resp, when - t0)
 }
@@ -523,7 +529,10 @@ fn abort_figures() -> (u64, u64, u64) {
 /// Sends `cmd` and waits until the device holds it behind `gate`.
 fn held_by(gate: &Gated<RamDisk>, lun: u32, cmd: Cmd) -> Sent {
     let sent = send(lun, cmd);
-    assert!(gate.wait_held(1, Duration::from_secs(20)), "the command reaches the device");
+    assert!(
+        gate.wait_held(1, Duration::from_secs(20)),
+        "the command reaches the device"
+    );
     sent
 }
 
@@ -595,6 +604,7 @@ fn a_lun_reset_abandons_the_commands_the_sim_cannot_abort() {
     let held = held_by(&gate, lun, from(1, write16(200, &[7; 4096])));
     let t0 = Instant::now();
     assert_eq!(ctl::task_management(Tmf::LunReset { lun, initiator: 0 }), 1);
+    wait_for(|| held.thread.is_finished(), "the reset command to end");
     let (resp, when) = held.thread.join().expect("the initiator thread");
     aborted(&resp);
     assert!(when - t0 < PROMPT, "took {:?}", when - t0);
