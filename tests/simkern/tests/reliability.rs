@@ -134,6 +134,11 @@ fn shut_down(m: Machine, luns: &[u32]) {
         let r = ctl::lun_request("passthrough", &Request::Remove { lun_id: lun }, &[]);
         assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
     }
+    unload_clean(m);
+}
+
+/// Unloads the module and checks that nothing leaked.
+fn unload_clean(m: Machine) {
     m.kldunload().expect("kldunload ctlpass");
     assert_eq!(malloc::leaks(), Vec::<String>::new());
     drop(m);
@@ -221,6 +226,17 @@ fn abort_task(lun: u32, sent: Sent) -> (Response, Duration) {
     (resp, when - t0)
 }
 
+/// Holds a read of block 1000 on the device at target 0, aborts it with
+/// ABORT TASK, and checks that it ends with TASK ABORTED at once.
+fn abort_a_held_read(lun: u32) {
+    hold(0, 1000..1001, 1);
+    let held = send(lun, read16(1000, 1));
+    wait_for(|| queues(0).active == 1, "the held read");
+    let (resp, took) = abort_task(lun, held);
+    aborted(&resp);
+    assert!(took < PROMPT, "took {took:?}");
+}
+
 fn collect(sent: Vec<Sent>) -> Vec<(Response, Instant)> {
     sent.into_iter()
         .map(|s| s.thread.join().expect("the initiator thread"))
@@ -258,12 +274,7 @@ fn good(r: &Response) {
 fn abort_task_ends_a_command_the_device_runs() {
     let (m, luns) = machine(1);
     let lun = luns[0];
-    hold(0, 1000..1001, 1);
-    let held = send(lun, read16(1000, 1));
-    wait_for(|| queues(0).active == 1, "the held read");
-    let (resp, took) = abort_task(lun, held);
-    aborted(&resp);
-    assert!(took < PROMPT, "took {took:?}");
+    abort_a_held_read(lun);
     let s = cam::device_stats(0, 0, 0);
     assert_eq!((s.aborts_requested, s.aborted), (1, 1));
     assert_eq!(
@@ -643,9 +654,7 @@ fn a_lun_removed_with_an_abandoned_command_holds_unload_until_it_returns() {
     wait_for(|| ctlpass::periph::io::abandoned_now() == 0, "the abandoned CCB");
     let q = queues(0);
     assert_eq!((q.active, q.request_slots, q.buffer_bytes), (0, 0, 0), "trimmed");
-    m.kldunload().expect("kldunload ctlpass");
-    assert_eq!(malloc::leaks(), Vec::<String>::new());
-    drop(m);
+    unload_clean(m);
 }
 
 #[test]
@@ -653,12 +662,7 @@ fn an_abandoned_command_keeps_a_pulled_devices_periph_until_its_ccb_returns() {
     let (m, luns) = machine(1);
     let lun = luns[0];
     cam::set_abort_support(0, 0, 0, false);
-    hold(0, 1000..1001, 1);
-    let held = send(lun, read16(1000, 1));
-    wait_for(|| queues(0).active == 1, "the held read");
-    let (resp, took) = abort_task(lun, held);
-    aborted(&resp);
-    assert!(took < PROMPT, "took {took:?}");
+    abort_a_held_read(lun);
     assert_eq!(active_abandoned(lun), (0, 1));
     // Pulled: the SIM ends the read with CAM_DEV_NOT_THERE, the LUN goes
     // offline, and the periph is freed once the CCB is back.
@@ -850,9 +854,7 @@ fn lost_remove_removes_the_lun() {
     wait_for(|| ctl::luns().is_empty(), "the LUN to go");
     wait_for(|| ctlpass_periphs(0).is_empty(), "the periph to be freed");
     assert!(m.dmesg().contains("ctlpass: LUN 0: da0 is lost; removing the LUN"));
-    m.kldunload().expect("kldunload ctlpass");
-    assert_eq!(malloc::leaks(), Vec::<String>::new());
-    drop(m);
+    unload_clean(m);
 }
 
 #[test]
