@@ -522,6 +522,19 @@ pub fn resume(req: KBox<Request>) {
     }
 }
 
+/// An aborted I/O whose command the device still runs, taken from its
+/// request by the periph (which could not abort the command, and gave up
+/// waiting for it): it ends now with the status CTL set, as [`resume`]
+/// ends an aborted request, and the device may go once it is done.
+pub fn abandoned(io: CtlIo) {
+    let Some(lun) = io.lun() else {
+        return io.complete_as_is();
+    };
+    lun.lun().stats.ended(Some(Failure::Aborted));
+    io.complete_as_is();
+    drop(lun.lun().device().leave());
+}
+
 /// The device finished the request's command.
 fn device_done(lun: &LunRef, mut req: KBox<Request>) {
     let next = reply::next(&req.result);

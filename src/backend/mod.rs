@@ -177,7 +177,9 @@ pub fn init() -> Result<(), Errno> {
 pub fn quiesce() -> Result<(), Errno> {
     {
         let mut be = lock();
-        if !be.luns.is_empty() || be.requests > 0 {
+        // An abandoned request keeps its periph, and module code runs when
+        // its CCB returns.
+        if !be.luns.is_empty() || be.requests > 0 || crate::periph::io::abandoned_now() > 0 {
             return Err(Errno::EBUSY);
         }
         be.closing = true;

@@ -328,7 +328,11 @@ pub fn lun_node(luns: Children, lun: LunRef) -> Result<SysctlCtx<LunRef>, Errno>
     let queue = ctx.add_node(node, c"queue", c"Requests in the device's queues now")?;
     for (name, field, descr) in [
         (c"done", DONE, c"Requests completed, waiting for the done task"),
-        (c"abandoned", ABANDONED, c"Requests CTL gave up on whose CCB still runs"),
+        (
+            c"abandoned",
+            ABANDONED,
+            c"Aborted requests whose CCB the SIM could not abort, ended, waiting for the device",
+        ),
         (c"active", ACTIVE, c"Requests on the device"),
         (c"incoming", INCOMING, c"Requests waiting for a buffer or a CCB"),
     ] {

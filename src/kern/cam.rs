@@ -393,6 +393,20 @@ impl core::ops::Deref for PeriphRef {
     }
 }
 
+impl Clone for PeriphRef {
+    /// Another reference (`cam_periph_doacquire`, which a holder of one may
+    /// take even after the periph was invalidated, as pass(4) does for its
+    /// abandoned I/O; sys/cam/cam_periph.c, sys/cam/scsi/scsi_pass.c).  It
+    /// takes the topology lock, which may be taken with the periph's lock
+    /// held.
+    fn clone(&self) -> PeriphRef {
+        // SAFETY: this reference keeps the periph's count at one or more,
+        // as cam_periph_doacquire requires.
+        unsafe { sys::cam_periph_doacquire(self.0.as_ptr()) };
+        PeriphRef(self.0)
+    }
+}
+
 impl Drop for PeriphRef {
     fn drop(&mut self) {
         // SAFETY: this reference was counted by cam_periph_acquire (or handed
@@ -690,7 +704,8 @@ unsafe fn fill_csio(
 unsafe extern "C" fn scsi_done(p: *mut sys::cam_periph, ccb: *mut sys::ccb) {
     // SAFETY: CAM calls this once per CCB, without the periph lock
     // (CAM_UNLOCKED); the periph is live, because the request's LUN holds a
-    // reference to it until the request completes, which is after this.
+    // reference to it until the request completes (an abandoned request
+    // holds its own until it is recycled), which is after this.
     // The CCB carries a pointer to the request in the active queue.
     let (periph, req_ptr, result) = unsafe {
         let csio = &(*ccb).csio;
@@ -747,29 +762,36 @@ unsafe extern "C" fn reset_done(_periph: *mut sys::cam_periph, ccb: *mut sys::cc
 /// (walking as `CAM_PERIPH_FOREACH` does, each periph referenced while
 /// `pred` looks at it).
 pub fn find_periph(mut pred: impl FnMut(&Periph) -> bool) -> Option<PeriphRef> {
+    walk(|p| pred(p))
+}
+
+/// Calls `f` for every valid ctlpass periph with the reference held to it
+/// during the call (`CAM_PERIPH_FOREACH`), which `f` may clone.
+pub fn for_each_periph(mut f: impl FnMut(&PeriphRef)) {
+    let none = walk(|p| {
+        f(p);
+        false
+    });
+    debug_assert!(none.is_none());
+}
+
+/// Walks the valid ctlpass periphs, each referenced while `pred` looks at
+/// it, until `pred` accepts one: that one comes back with its reference.
+fn walk(mut pred: impl FnMut(&PeriphRef) -> bool) -> Option<PeriphRef> {
     // SAFETY: acquire_first returns NULL or a periph with a new reference.
     let mut next = unsafe { sys::ctlpass_periph_acquire_first() };
     while let Some(p) = NonNull::new(next) {
-        // SAFETY: the reference taken for us keeps the periph alive.
-        if pred(unsafe { Periph::from_ptr(p.as_ptr()) }) {
-            // The walk's reference becomes the caller's.
-            return Some(PeriphRef(p));
+        // The walk's reference, lent to `pred`.
+        let walked = mem::ManuallyDrop::new(PeriphRef(p));
+        if pred(&walked) {
+            // It becomes the caller's.
+            return Some(mem::ManuallyDrop::into_inner(walked));
         }
         // SAFETY: acquire_next releases our reference to `p` (without the
         // periph lock held) and returns the next periph with a new one.
         next = unsafe { sys::ctlpass_periph_acquire_next(p.as_ptr()) };
     }
     None
-}
-
-/// Calls `f` for every valid ctlpass periph, holding a reference to it during
-/// the call (`CAM_PERIPH_FOREACH`).
-pub fn for_each_periph(mut f: impl FnMut(&Periph)) {
-    let none = find_periph(|p| {
-        f(p);
-        false
-    });
-    debug_assert!(none.is_none());
 }
 
 /// Calls `f` with the driver name, unit and device address of every valid

@@ -4,7 +4,10 @@
 //! while the device runs its command; it comes back through the module's
 //! `done` queue to a task that gives it to the backend with no lock held.
 //! A request whose CTL I/O was completed while its command ran is
-//! `abandoned`: its buffer stays allocated until the CCB returns.
+//! `abandoned` (still in `active`, without its I/O): it keeps its CCB, its
+//! buffer (the device may still move data into or out of it) and a
+//! reference to its periph until the CCB returns, when the done task
+//! recycles it and releases the reference.
 //!
 //! Requests and buffers come from per-periph pools (the periph's device
 //! backs one LUN), so the steady state allocates nothing; queues are linked
@@ -17,16 +20,27 @@
 //! [`SCAN_INTERVAL_MS`]: it completes aborted requests still waiting in
 //! `incoming` at once, and asks CAM to abort (`XPT_ABORT`) the CCB of each
 //! aborted request that is `active`, which then completes when its CCB
-//! returns.  One callout serves every LUN: a callout per periph would have
-//! to be drained in the periph's destructor, which CAM may call where
-//! sleeping is not allowed; the module's is drained at unload.
+//! returns.  If CAM does not take the abort (many SIMs cannot abort a
+//! command the device has started), the request is abandoned and its I/O
+//! completed at once, as aborted, so that CTL need not wait for the device
+//! (the commands it holds back behind the aborted one, a LUN reset, a LUN
+//! removal); as pass(4) abandons the I/O of a closed descriptor
+//! (sys/cam/scsi/scsi_pass.c), unload waits for abandoned CCBs.  A request
+//! whose command carries CTL's own buffer (GET LBA STATUS, WRITE SAME) is
+//! not abandoned: CTL frees that buffer when the I/O completes.  One
+//! callout serves every LUN: a callout per periph would have to be drained
+//! in the periph's destructor, which CAM may call where sleeping is not
+//! allowed; the module's is drained at unload.
 
+use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::backend::io::Work;
 use crate::kern::alloc::KBox;
 use crate::kern::callout::Callout;
-use crate::kern::cam::{self, ActiveCcb, CamStatus, Periph, PeriphLock, ScsiCommand, ScsiResult, StartCcb};
+use crate::kern::cam::{
+    self, ActiveCcb, CamStatus, Data, Periph, PeriphLock, PeriphRef, ScsiCommand, ScsiResult, StartCcb,
+};
 use crate::kern::ctl::{BeLun, CtlIo};
 use crate::kern::pool::{BufPool, KBuf, PoolError, Slab};
 use crate::kern::queue::{Link, Linked, Stailq};
@@ -80,6 +94,9 @@ pub struct Request {
     pub ccb: Option<ActiveCcb>,
     /// CAM was asked to abort that CCB.
     abort_sent: bool,
+    /// The reference to its periph an abandoned request keeps until its
+    /// CCB returns (the LUN's may be gone by then).
+    hold: Option<PeriphRef>,
     want: Want,
     link: Link<Request>,
 }
@@ -94,6 +111,17 @@ impl Request {
     /// [`CtlIo::is_aborted_with_status`]).
     fn is_cleared(&self) -> bool {
         self.io.as_ref().is_some_and(CtlIo::is_aborted_with_status)
+    }
+
+    /// Whether its I/O was completed without it (see [`abandon`]).
+    fn is_abandoned(&self) -> bool {
+        self.io.is_none()
+    }
+
+    /// Whether its I/O may complete before its command does: unless the
+    /// command carries CTL's buffer of the I/O, which CTL frees then.
+    fn may_abandon(&self) -> bool {
+        self.io.is_some() && !matches!(self.command.data, Data::InCtl(_) | Data::OutCtl(_))
     }
 }
 
@@ -156,10 +184,10 @@ pub fn depths(periph: &Periph, lun: &BeLun) -> QueueDepths {
     if let Some(q) = periph.lock().locked() {
         d.incoming = u32::try_from(q.incoming.len()).unwrap_or(u32::MAX);
         q.active.find_mut(|r| {
-            count(if r.io.is_some() {
-                &mut d.active
-            } else {
+            count(if r.is_abandoned() {
                 &mut d.abandoned
+            } else {
+                &mut d.active
             });
             false
         });
@@ -211,6 +239,9 @@ static SCAN_ARMED: AtomicBool = AtomicBool::new(false);
 /// it would have).
 static ABORTS_SENT: AtomicU64 = AtomicU64::new(0);
 static ABORTS_REFUSED: AtomicU64 = AtomicU64::new(0);
+/// Requests abandoned since load, and those whose CCB has not returned.
+static ABANDONED: AtomicU64 = AtomicU64::new(0);
+static ABANDONED_NOW: AtomicU64 = AtomicU64::new(0);
 /// XPT_RESET_DEVs sent (LUNs with `reset=device`).
 static RESETS_SENT: AtomicU64 = AtomicU64::new(0);
 
@@ -219,6 +250,8 @@ pub fn sysinit() {
     SCAN_ARMED.store(false, Ordering::Relaxed);
     ABORTS_SENT.store(0, Ordering::Relaxed);
     ABORTS_REFUSED.store(0, Ordering::Relaxed);
+    ABANDONED.store(0, Ordering::Relaxed);
+    ABANDONED_NOW.store(0, Ordering::Relaxed);
     RESETS_SENT.store(0, Ordering::Relaxed);
     // SAFETY: once per load, before any request exists; sysuninit destroyed
     // (or drained) the previous load's.
@@ -261,6 +294,7 @@ pub(crate) fn new_request(
         resends: 0,
         ccb: None,
         abort_sent: false,
+        hold: None,
         want: Want::Ccb,
         link: Link::new(),
     };
@@ -353,15 +387,10 @@ pub fn start(lock: &mut PeriphLock<'_>, ccb: StartCcb) {
 }
 
 /// The device finished `req` (its CCB is released): hand it to the done
-/// task, unless it was abandoned, when it is simply recycled.
+/// task (which recycles it if it was abandoned: releasing its periph
+/// reference takes the lock held here, and may free the periph).
 pub fn done(lock: &mut PeriphLock<'_>, mut req: KBox<Request>) {
-    if req.io.is_none() {
-        if let Some(q) = lock.locked() {
-            // An abandoned request has no I/O left to complete.
-            drop(recycle(q, req));
-        }
-        return;
-    }
+    let _ = lock;
     req.event = Event::DeviceDone;
     DONE.lock().push_back(req);
     DONE_TASK.enqueue();
@@ -375,6 +404,29 @@ pub fn release(periph: &Periph, req: KBox<Request>) -> Option<CtlIo> {
         Some(q) => recycle(q, req),
         None => KBox::into_inner(req).io,
     }
+}
+
+/// The CCB of an abandoned request returned (done task, no lock held): its
+/// buffer and memory go back to its periph's pools (trimmed if the periph
+/// backs no LUN any more), then its periph reference.
+fn bury(mut req: KBox<Request>) {
+    let Some(periph) = req.hold.take() else {
+        // Not abandoned by `abandon`, which cannot be: nothing to give back
+        // but the memory.
+        return drop(req);
+    };
+    {
+        let mut lock = periph.lock();
+        let backs_lun = periph.softc().is_some_and(Softc::backs_lun);
+        if let Some(q) = lock.locked() {
+            drop(recycle(q, req));
+            if !backs_lun {
+                q.trim();
+            }
+        }
+    }
+    drop(periph);
+    ABANDONED_NOW.fetch_sub(1, Ordering::AcqRel);
 }
 
 fn recycle(q: &mut Locked, req: KBox<Request>) -> Option<CtlIo> {
@@ -418,12 +470,19 @@ pub fn invalidate(lock: &mut PeriphLock<'_>) {
     }
 }
 
-/// Gives the pools' idle memory back (the LUN is gone).
+/// Gives the pools' idle memory back (the LUN is gone; what abandoned
+/// requests hold comes back when their CCBs do).
 pub fn trim(periph: &Periph) {
     let mut lock = periph.lock();
     if let Some(q) = lock.locked() {
-        q.requests.trim();
-        q.bufs.trim();
+        q.trim();
+    }
+}
+
+impl Locked {
+    fn trim(&mut self) {
+        self.requests.trim();
+        self.bufs.trim();
     }
 }
 
@@ -480,9 +539,10 @@ fn scan() {
 }
 
 /// Completes the aborted requests waiting in the periph's `incoming` and
-/// sends `XPT_ABORT` for the CCB of each aborted `active` one (once);
-/// returns whether the periph still has requests queued.
-fn scan_periph(periph: &Periph) -> bool {
+/// sends `XPT_ABORT` for the CCB of each aborted `active` one (once),
+/// abandoning it if CAM does not take the abort; returns whether the
+/// periph still has requests to watch (abandoned ones need no scan).
+fn scan_periph(periph: &PeriphRef) -> bool {
     let mut lock = periph.lock();
     let Some(q) = lock.locked() else { return false };
     let mut victims = Stailq::new();
@@ -497,7 +557,8 @@ fn scan_periph(periph: &Periph) -> bool {
     // in CAM, not yet at the device).
     let resets = periph.softc().is_some_and(Softc::resets_device);
     let cleared = lock.locked().is_some_and(|q| {
-        q.active.find_mut(|r| !r.abort_sent).is_some() && q.active.find_mut(|r| !r.is_cleared()).is_none()
+        q.active.find_mut(|r| !r.abort_sent).is_some()
+            && q.active.find_mut(|r| !r.is_abandoned() && !r.is_cleared()).is_none()
     });
     if resets && cleared && lock.reset_device().is_ok() {
         RESETS_SENT.fetch_add(1, Ordering::Relaxed);
@@ -506,31 +567,72 @@ fn scan_periph(periph: &Periph) -> bool {
         let Some(q) = lock.locked() else { return false };
         let victim = q.active.find_mut(|r| !r.abort_sent && r.is_aborted()).map(|r| {
             r.abort_sent = true;
-            r.ccb
+            (ptr::from_ref::<Request>(r), r.ccb)
         });
         match victim {
-            Some(Some(ccb)) => {
+            Some((req, Some(ccb))) => {
                 ABORTS_SENT.fetch_add(1, Ordering::Relaxed);
-                if lock.abort(ccb) != CamStatus::REQ_CMP {
-                    ABORTS_REFUSED.fetch_add(1, Ordering::Relaxed);
+                if lock.abort(ccb) == CamStatus::REQ_CMP {
+                    continue;
+                }
+                ABORTS_REFUSED.fetch_add(1, Ordering::Relaxed);
+                if let Some(io) = abandon(&mut lock, periph, req) {
+                    // CTL is called without the lock; the walk starts over.
+                    drop(lock);
+                    crate::backend::io::abandoned(io);
+                    lock = periph.lock();
                 }
             }
-            Some(None) => {}
+            Some((_, None)) => {}
             None => break,
         }
     }
     lock.locked()
-        .is_some_and(|q| !q.incoming.is_empty() || !q.active.is_empty())
+        .is_some_and(|q| !q.incoming.is_empty() || q.active.find_mut(|r| !r.is_abandoned()).is_some())
 }
 
-/// XPT_ABORTs the abort scan sent since the module was loaded, how many of
-/// them CAM did not take, and XPT_RESET_DEVs it sent.
-pub fn abort_counts() -> (u64, u64, u64) {
-    (
-        ABORTS_SENT.load(Ordering::Relaxed),
-        ABORTS_REFUSED.load(Ordering::Relaxed),
-        RESETS_SENT.load(Ordering::Relaxed),
-    )
+/// Abandons the active request at `req` (if it may be): takes its I/O out
+/// for the caller to complete, and a reference to `periph`, its periph,
+/// which the request keeps until its CCB returns.
+fn abandon(lock: &mut PeriphLock<'_>, periph: &PeriphRef, req: *const Request) -> Option<CtlIo> {
+    let r = lock.locked()?.active.find_mut(|r| ptr::eq(r, req))?;
+    if !r.may_abandon() {
+        return None;
+    }
+    r.hold = Some(periph.clone());
+    ABANDONED.fetch_add(1, Ordering::Relaxed);
+    ABANDONED_NOW.fetch_add(1, Ordering::AcqRel);
+    r.io.take()
+}
+
+/// Abandoned requests whose CCB has not returned (the module cannot be
+/// unloaded while there are any).
+pub fn abandoned_now() -> u64 {
+    ABANDONED_NOW.load(Ordering::Acquire)
+}
+
+/// What the abort scan did since the module was loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AbortCounts {
+    /// XPT_ABORTs sent.
+    pub sent: u64,
+    /// Of those, how many CAM did not take.
+    pub refused: u64,
+    /// Requests abandoned (an abort not taken, the I/O completed without
+    /// waiting for the CCB).
+    pub abandoned: u64,
+    /// XPT_RESET_DEVs sent.
+    pub resets: u64,
+}
+
+/// What the abort scan did since the module was loaded.
+pub fn abort_counts() -> AbortCounts {
+    AbortCounts {
+        sent: ABORTS_SENT.load(Ordering::Relaxed),
+        refused: ABORTS_REFUSED.load(Ordering::Relaxed),
+        abandoned: ABANDONED.load(Ordering::Relaxed),
+        resets: RESETS_SENT.load(Ordering::Relaxed),
+    }
 }
 
 /// The done task: gives every finished request back to the backend, no
@@ -542,7 +644,11 @@ fn complete_done() {
             return;
         }
         for req in batch {
-            crate::backend::io::resume(req);
+            if req.is_abandoned() {
+                bury(req);
+            } else {
+                crate::backend::io::resume(req);
+            }
         }
     }
 }

@@ -232,6 +232,11 @@ impl Softc {
         self.valid.load(Ordering::Acquire)
     }
 
+    /// Whether its device backs a LUN (or a create request claimed it).
+    pub fn backs_lun(&self) -> bool {
+        self.lun.load(Ordering::Acquire) != NO_LUN
+    }
+
     /// Whether its device is reset when CTL clears its LUN's task set (see
     /// [`set_reset_device`]).
     pub fn resets_device(&self) -> bool {
@@ -249,8 +254,9 @@ pub fn init() {
 }
 
 /// Called when the driver is unregistered (module unload).  Refused with
-/// EBUSY while a LUN uses a device; otherwise detaches from every device and
-/// returns once all periphs are freed.
+/// EBUSY while a LUN uses a device or an abandoned command has not come
+/// back from its device; otherwise detaches from every device and returns
+/// once all periphs are freed.
 pub fn deinit() -> Result<(), Errno> {
     crate::backend::quiesce()?;
     DETACHING.store(true, Ordering::Release);

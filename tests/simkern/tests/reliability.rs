@@ -28,11 +28,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ctlpass::backend::DeviceName;
-use ctlpass::periph::io::QueueCounts;
+use ctlpass::periph::io::{AbortCounts, QueueCounts};
 use simkern::cam::{self, BusSpec, DeviceSpec, Effect, Fault, Match, fixed_sense};
 use simkern::ctl::frontend::{self, Response};
 use simkern::ctl::{self, Cmd, Request, Tmf};
 use simkern::devices::{Identity, RamDisk, ScsiDevice};
+use simkern::remote::Gated;
 use simkern::{Config, Machine, malloc, sys};
 
 /// SCSI status TASK ABORTED.
@@ -76,11 +77,24 @@ fn machine(n: u32) -> (Machine, Vec<u32>) {
 
 /// [`machine`], with `options` for every LUN.
 fn machine_with(n: u32, options: &[(&str, &str)]) -> (Machine, Vec<u32>) {
-    let devices = (0..n)
-        .map(|t| DeviceSpec {
+    let disks = (0..n)
+        .map(|t| disk(&format!("Z1Z3TMF{t}"), 0x5000_c500_a1b2_d000 + u64::from(t)))
+        .collect();
+    machine_of(disks, options)
+}
+
+/// A machine with `disks` (targets 0..), the module loaded, a LUN on each
+/// with `options`, and the power-on unit attention taken by initiators 0
+/// and 1.
+fn machine_of(disks: Vec<Arc<dyn ScsiDevice>>, options: &[(&str, &str)]) -> (Machine, Vec<u32>) {
+    let n = disks.len() as u32;
+    let devices = disks
+        .into_iter()
+        .zip(0..)
+        .map(|(device, t)| DeviceSpec {
             target: t,
             lun: 0,
-            device: disk(&format!("Z1Z3TMF{t}"), 0x5000_c500_a1b2_d000 + u64::from(t)),
+            device,
         })
         .collect();
     let m = Machine::boot(Config {
@@ -120,6 +134,11 @@ fn shut_down(m: Machine, luns: &[u32]) {
         let r = ctl::lun_request("passthrough", &Request::Remove { lun_id: lun }, &[]);
         assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
     }
+    unload_clean(m);
+}
+
+/// Unloads the module and checks that nothing leaked.
+fn unload_clean(m: Machine) {
     m.kldunload().expect("kldunload ctlpass");
     assert_eq!(malloc::leaks(), Vec::<String>::new());
     drop(m);
@@ -201,8 +220,21 @@ fn abort_task(lun: u32, sent: Sent) -> (Response, Duration) {
         tag: sent.tag,
     });
     assert_eq!(hit, 1, "ABORT TASK of tag {}", sent.tag);
+    // Bounded: a command the device holds until told must not hang the test.
+    wait_for(|| sent.thread.is_finished(), "the aborted command to end");
     let (resp, when) = sent.thread.join().expect("the initiator thread");
     (resp, when - t0)
+}
+
+/// Holds a read of block 1000 on the device at target 0, aborts it with
+/// ABORT TASK, and checks that it ends with TASK ABORTED at once.
+fn abort_a_held_read(lun: u32) {
+    hold(0, 1000..1001, 1);
+    let held = send(lun, read16(1000, 1));
+    wait_for(|| queues(0).active == 1, "the held read");
+    let (resp, took) = abort_task(lun, held);
+    aborted(&resp);
+    assert!(took < PROMPT, "took {took:?}");
 }
 
 fn collect(sent: Vec<Sent>) -> Vec<(Response, Instant)> {
@@ -242,15 +274,16 @@ fn good(r: &Response) {
 fn abort_task_ends_a_command_the_device_runs() {
     let (m, luns) = machine(1);
     let lun = luns[0];
-    hold(0, 1000..1001, 1);
-    let held = send(lun, read16(1000, 1));
-    wait_for(|| queues(0).active == 1, "the held read");
-    let (resp, took) = abort_task(lun, held);
-    aborted(&resp);
-    assert!(took < PROMPT, "took {took:?}");
+    abort_a_held_read(lun);
     let s = cam::device_stats(0, 0, 0);
     assert_eq!((s.aborts_requested, s.aborted), (1, 1));
-    assert_eq!(ctlpass::periph::io::abort_counts(), (1, 0, 0));
+    assert_eq!(
+        ctlpass::periph::io::abort_counts(),
+        AbortCounts {
+            sent: 1,
+            ..AbortCounts::default()
+        }
+    );
     assert_eq!(s.completed.get(&sys::CAM_REQ_ABORTED), Some(&1));
     assert_idle(0);
     // The LUN goes on: the same read is served.
@@ -378,8 +411,10 @@ fn with_reset_device_a_lun_reset_resets_the_device_once() {
     let s = cam::device_stats(0, 0, 0);
     assert_eq!((s.resets, s.aborts_requested), (1, 3));
     assert!(s.aborted >= 2, "{s:?}");
-    let (sent, _, resets) = ctlpass::periph::io::abort_counts();
-    assert_eq!((sent, resets), (3, 1));
+    // An abort that comes after the reset ended the command is refused;
+    // its request is abandoned (its CCB is on its way back).
+    let c = ctlpass::periph::io::abort_counts();
+    assert_eq!((c.sent, c.resets, c.abandoned), (3, 1, c.refused));
     assert_idle(0);
     // ABORT TASK SET of one initiator does not reset the device.
     hold(0, 1000..1001, 1);
@@ -426,27 +461,6 @@ fn i_t_nexus_reset_ends_the_initiators_commands_on_every_lun() {
 }
 
 #[test]
-fn without_sim_support_an_aborted_command_ends_when_its_ccb_returns() {
-    let (m, luns) = machine(1);
-    let lun = luns[0];
-    cam::set_abort_support(0, 0, 0, false);
-    let delay = Duration::from_millis(800);
-    cam::inject(0, 0, 0, Fault::new(Match::any().lbas(1000..1001), Effect::Delay(delay)));
-    let held = send(lun, write16(1000, &[3; 512]));
-    wait_for(|| queues(0).active == 1, "the held write");
-    let (resp, took) = abort_task(lun, held);
-    aborted(&resp);
-    assert!(took >= delay / 2, "ended before its CCB came back");
-    let s = cam::device_stats(0, 0, 0);
-    assert_eq!((s.aborts_requested, s.aborted), (1, 0));
-    assert_eq!(ctlpass::periph::io::abort_counts(), (1, 1, 0));
-    // The write was not sent again.
-    assert_eq!(s.started, s.completed.values().sum::<u64>());
-    assert_idle(0);
-    shut_down(m, &luns);
-}
-
-#[test]
 fn a_command_waiting_for_a_buffer_is_aborted_at_once() {
     let (m, luns) = machine(1);
     let lun = luns[0];
@@ -477,6 +491,216 @@ fn a_command_waiting_for_a_buffer_is_aborted_at_once() {
     assert_eq!((s.started - started, s.aborted), (1, 1));
     assert_idle(0);
     shut_down(m, &luns);
+}
+
+// --- abandoned commands: a SIM that cannot abort ---
+
+/// A machine whose one disk (target 0) runs its commands behind a gate,
+/// on a SIM that refuses to abort started commands (`CAM_UA_ABORT`), with
+/// a LUN on it.
+fn gated_machine() -> (Machine, u32, Arc<Gated<RamDisk>>) {
+    let inner = RamDisk::new(
+        Identity {
+            vendor: "SEAGATE".into(),
+            product: "ST4000NM0023".into(),
+            revision: "0004".into(),
+            serial: "Z1Z3GATE".into(),
+            naa: Some(0x5000_c500_a1b2_e000),
+            eui64: None,
+        },
+        1 << 20,
+        512,
+    );
+    let gate = Arc::new(Gated::new(inner));
+    let (m, luns) = machine_of(vec![gate.clone()], &[]);
+    cam::set_abort_support(0, 0, 0, false);
+    (m, luns[0], gate)
+}
+
+/// `kern.cam.ctl.passthrough.lun.<lun>.<name>`, a counter or a depth.
+fn lun_sysctl(lun: u32, name: &str) -> u64 {
+    match simkern::sysctl::get(&format!("kern.cam.ctl.passthrough.lun.{lun}.{name}")) {
+        Ok(simkern::sysctl::Value::U64(v)) => v,
+        Ok(simkern::sysctl::Value::U32(v)) => u64::from(v),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// The LUN's `queue.active` and `queue.abandoned`.
+fn active_abandoned(lun: u32) -> (u64, u64) {
+    (lun_sysctl(lun, "queue.active"), lun_sysctl(lun, "queue.abandoned"))
+}
+
+/// The abort scan's figures: XPT_ABORTs sent, refused, requests abandoned.
+fn abort_figures() -> (u64, u64, u64) {
+    let c = ctlpass::periph::io::abort_counts();
+    (c.sent, c.refused, c.abandoned)
+}
+
+/// Sends `cmd` and waits until the device holds it behind `gate`.
+fn held_by(gate: &Gated<RamDisk>, lun: u32, cmd: Cmd) -> Sent {
+    let sent = send(lun, cmd);
+    assert!(
+        gate.wait_held(1, Duration::from_secs(20)),
+        "the command reaches the device"
+    );
+    sent
+}
+
+#[test]
+fn abort_task_ends_a_read_the_sim_cannot_abort_at_once() {
+    let (m, lun, gate) = gated_machine();
+    // Two chunks (maxio is 1 MiB): the first is held.
+    let pattern: Vec<u8> = (0..2 << 20).map(|i| (i % 253) as u8).collect();
+    good(&ctl::execute(lun, &write16(4096, &pattern)));
+    let read_before = lun_sysctl(lun, "bytes_read");
+    let started = cam::device_stats(0, 0, 0).started;
+    gate.close();
+    let held = held_by(&gate, lun, read16(4096, 4096));
+    let (resp, took) = abort_task(lun, held);
+    aborted(&resp);
+    assert!(resp.data.is_empty(), "no data with TASK ABORTED");
+    assert!(took < PROMPT, "took {took:?}: the device still holds the read");
+    assert_eq!(abort_figures(), (1, 1, 1));
+    // The device still runs the read: the periph keeps the request, and
+    // its buffer, for it; CTL does not.
+    assert_eq!(active_abandoned(lun), (0, 1));
+    assert_eq!(queues(0).active, 1);
+    assert_eq!(ctl::tasks(lun), vec![], "CTL's OOA queue is empty");
+    assert_eq!(lun_sysctl(lun, "aborts"), 1);
+    assert_eq!(ctlpass::periph::io::abandoned_now(), 1);
+    gate.open();
+    wait_for(|| active_abandoned(lun) == (0, 0), "the abandoned read's CCB");
+    assert_idle(0);
+    assert_eq!(ctlpass::periph::io::abandoned_now(), 0);
+    // Nothing of the read reached the initiator, and its second chunk was
+    // never read.
+    assert_eq!(lun_sysctl(lun, "bytes_read"), read_before);
+    assert_eq!(cam::device_stats(0, 0, 0).started, started + 1);
+    // The LUN goes on: the same read is served, whole.
+    let again = ctl::execute(lun, &read16(4096, 4096));
+    good(&again);
+    assert!(again.data == pattern, "the data read again");
+    shut_down(m, &[lun]);
+}
+
+#[test]
+fn an_abandoned_write_moves_no_more_data() {
+    let (m, lun, gate) = gated_machine();
+    let written_before = lun_sysctl(lun, "bytes_written");
+    gate.close();
+    // Two chunks: the first is moved in and held on the device.
+    let held = held_by(&gate, lun, write16(8192, &vec![0xa5; 2 << 20]));
+    let (resp, took) = abort_task(lun, held);
+    aborted(&resp);
+    assert!(took < PROMPT, "took {took:?}");
+    assert_eq!(active_abandoned(lun), (0, 1));
+    gate.open();
+    wait_for(|| active_abandoned(lun) == (0, 0), "the abandoned write's CCB");
+    // The device wrote the chunk it had; the second was never moved in,
+    // nor written.
+    assert_eq!(lun_sysctl(lun, "bytes_written") - written_before, 1 << 20);
+    let r = ctl::execute(lun, &read16(8192, 4096));
+    good(&r);
+    assert!(r.data[..1 << 20].iter().all(|&b| b == 0xa5), "the first chunk");
+    assert!(r.data[1 << 20..].iter().all(|&b| b == 0), "the second chunk");
+    assert_idle(0);
+    shut_down(m, &[lun]);
+}
+
+#[test]
+fn a_lun_reset_abandons_the_commands_the_sim_cannot_abort() {
+    let (m, lun, gate) = gated_machine();
+    gate.close();
+    let held = held_by(&gate, lun, from(1, write16(200, &[7; 4096])));
+    let t0 = Instant::now();
+    assert_eq!(ctl::task_management(Tmf::LunReset { lun, initiator: 0 }), 1);
+    wait_for(|| held.thread.is_finished(), "the reset command to end");
+    let (resp, when) = held.thread.join().expect("the initiator thread");
+    aborted(&resp);
+    assert!(when - t0 < PROMPT, "took {:?}", when - t0);
+    assert_eq!(abort_figures(), (1, 1, 1));
+    assert_eq!(active_abandoned(lun), (0, 1));
+    // The LUN is reset for CTL: the other initiator learns of it now.
+    let ua = ctl::execute(lun, &from(1, Cmd::none(&[0; 6])));
+    assert_eq!(sense_of(&ua), (0x6, 0x29, 0x00), "{ua:?}");
+    gate.open();
+    wait_for(|| active_abandoned(lun) == (0, 0), "the abandoned CCB");
+    assert_idle(0);
+    // The device did write what it had.
+    let r = ctl::execute(lun, &from(0, read16(200, 8)));
+    good(&r);
+    assert_eq!(r.data, vec![7; 4096]);
+    shut_down(m, &[lun]);
+}
+
+#[test]
+fn a_lun_removed_with_an_abandoned_command_holds_unload_until_it_returns() {
+    let (m, lun, gate) = gated_machine();
+    gate.close();
+    let held = held_by(&gate, lun, write16(300, &[9; 1 << 20]));
+    let (resp, _) = abort_task(lun, held);
+    aborted(&resp);
+    // CTL has no I/O of the LUN left: the remove returns at once.
+    let r = ctl::lun_request("passthrough", &Request::Remove { lun_id: lun }, &[]);
+    assert_eq!(r.status, sys::CTL_LUN_OK, "{r:?}");
+    assert_eq!(ctl::luns(), Vec::<u32>::new());
+    // The pools were trimmed but for what the device still has.
+    let q = queues(0);
+    assert_eq!((q.active, q.request_slots, q.buffer_bytes), (1, 1, 1 << 20));
+    assert_eq!(m.kldunload(), Err(sys::EBUSY as i32), "a CCB is still out");
+    assert_eq!(m.modules().last().map(String::as_str), Some("ctlpass"));
+    gate.open();
+    wait_for(|| ctlpass::periph::io::abandoned_now() == 0, "the abandoned CCB");
+    let q = queues(0);
+    assert_eq!((q.active, q.request_slots, q.buffer_bytes), (0, 0, 0), "trimmed");
+    unload_clean(m);
+}
+
+#[test]
+fn an_abandoned_command_keeps_a_pulled_devices_periph_until_its_ccb_returns() {
+    let (m, luns) = machine(1);
+    let lun = luns[0];
+    cam::set_abort_support(0, 0, 0, false);
+    abort_a_held_read(lun);
+    assert_eq!(active_abandoned(lun), (0, 1));
+    // Pulled: the SIM ends the read with CAM_DEV_NOT_THERE, the LUN goes
+    // offline, and the periph is freed once the CCB is back.
+    m.unplug(0, 0, 0);
+    wait_for(|| lun_state(lun).as_deref() == Some("offline"), "the LUN to go offline");
+    wait_for(|| ctlpass_periphs(0).is_empty(), "the periph to be freed");
+    assert_eq!(ctlpass::periph::io::abandoned_now(), 0);
+    let s = cam::device_stats(0, 0, 0);
+    assert_eq!(s.completed.get(&sys::CAM_DEV_NOT_THERE), Some(&1), "{s:?}");
+    shut_down(m, &luns);
+}
+
+#[test]
+fn an_aborted_write_same_waits_for_its_ccb() {
+    let (m, lun, gate) = gated_machine();
+    gate.close();
+    // WRITE SAME(16) of 8 blocks: the device reads CTL's block itself.
+    let mut cdb = vec![0x93, 0];
+    cdb.extend_from_slice(&500u64.to_be_bytes());
+    cdb.extend_from_slice(&8u32.to_be_bytes());
+    cdb.extend_from_slice(&[0, 0]);
+    let held = held_by(&gate, lun, Cmd::write(&cdb, &[0x3c; 512]));
+    let hit = ctl::task_management(Tmf::AbortTask {
+        lun,
+        initiator: 0,
+        tag: held.tag,
+    });
+    assert_eq!(hit, 1);
+    // The scan refused to abandon it (under the periph lock the sysctl
+    // takes too): CTL's buffer must outlive the command.
+    wait_for(|| abort_figures().1 == 1, "the refused abort");
+    assert_eq!(abort_figures(), (1, 1, 0));
+    assert_eq!(active_abandoned(lun), (1, 0));
+    assert!(!held.thread.is_finished(), "ended before its CCB came back");
+    gate.open();
+    aborted(&held.thread.join().expect("the initiator thread").0);
+    assert_idle(0);
+    shut_down(m, &[lun]);
 }
 
 // --- hot-unplug, rebind, removal under load ---
@@ -630,9 +854,7 @@ fn lost_remove_removes_the_lun() {
     wait_for(|| ctl::luns().is_empty(), "the LUN to go");
     wait_for(|| ctlpass_periphs(0).is_empty(), "the periph to be freed");
     assert!(m.dmesg().contains("ctlpass: LUN 0: da0 is lost; removing the LUN"));
-    m.kldunload().expect("kldunload ctlpass");
-    assert_eq!(malloc::leaks(), Vec::<String>::new());
-    drop(m);
+    unload_clean(m);
 }
 
 #[test]
