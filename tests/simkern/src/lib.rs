@@ -27,6 +27,7 @@ pub mod ctl_scsi;
 pub mod devices;
 pub mod fasthash;
 pub mod idle;
+pub mod iscsi;
 pub mod linker;
 pub mod lock;
 pub mod machine;
