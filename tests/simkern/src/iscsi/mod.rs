@@ -186,8 +186,17 @@ fn accept(listener: TcpListener, shared: Arc<Shared>) {
 
 /// One connection: the Login Phase, then (for a normal session) session
 /// reinstatement, the initiator's registration with CTL and the full
-/// feature phase.
-fn connection(mut stream: TcpStream, id: u64, shared: &Shared) {
+/// feature phase.  The socket is shut down at the end (the portal keeps a
+/// handle on it).
+fn connection(stream: TcpStream, id: u64, shared: &Shared) {
+    let Ok(handle) = stream.try_clone() else {
+        return;
+    };
+    serve_connection(stream, id, shared);
+    let _ = handle.shutdown(std::net::Shutdown::Both);
+}
+
+fn serve_connection(mut stream: TcpStream, id: u64, shared: &Shared) {
     let _ = stream.set_nodelay(true);
     let tsih = match shared.tsih.fetch_add(1, Ordering::Relaxed).wrapping_add(1) {
         0 => shared.tsih.fetch_add(1, Ordering::Relaxed).wrapping_add(1),

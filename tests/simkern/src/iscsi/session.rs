@@ -247,7 +247,6 @@ pub(super) fn serve(stream: TcpStream, login: Established, initiator: Option<u32
     conn.terminate();
     session.lock().out = None;
     let _ = writer.join();
-    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// The receive side of a session (cfiscsi's receive thread).
