@@ -527,7 +527,7 @@ fn commands_move_data_with_status_sense_and_residuals() {
     assert_eq!((o.status, sense_code(&o.sense)), (2, (5, 0x25, 0x00)));
 
     // NOP-Out with a ping: NOP-In with the same data.
-    let mut nop = ini.request(0x00 | 0x40);
+    let mut nop = ini.request(0x40); // NOP-Out, immediate
     nop.bhs[1] = 0x80;
     nop.set_u32(20, 0xffff_ffff);
     nop.data = b"ping 1234".to_vec();
@@ -811,4 +811,47 @@ fn iscsi_test_cu_passes_on_a_tgtd_disk() {
         sh.run(line).unwrap_or_else(|e| panic!("{line}: {e}"));
     }
     shut_down(sh);
+}
+
+/// `ctlpass-sim --listen`: the portal starts as the machine boots, `$PORTAL`
+/// names it, and the shell's portal commands say what is wrong.
+#[test]
+fn ctlpass_sim_listens_and_the_shell_says_what_is_wrong() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ctlpass-sim"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"portal listen 127.0.0.1:0\nportal stop\nportal stop\niscsi-inq $PORTAL/0\nportal listen 127.0.0.1:bad\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let url = stdout.lines().nth(1).unwrap_or_default().to_owned();
+    assert!(
+        url.starts_with("iscsi://127.0.0.1:") && url.ends_with("/iqn.2026-11.org.freebsd.ctlpass:sim"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout,
+        format!(
+            "# portal listen 127.0.0.1:0\n{url}\n\
+             # portal listen 127.0.0.1:0\nportal listen: already listening: {url}\n\
+             # portal stop\n\
+             # portal stop\nportal stop: not listening\n\
+             # iscsi-inq $PORTAL/0\nctlpass-sim: PORTAL is not set (portal listen sets it)\n\
+             # portal listen 127.0.0.1:bad\nportal listen: 127.0.0.1:bad: invalid port value\n"
+        )
+    );
+    assert_eq!(
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).as_ref()),
+        (Some(1), "")
+    );
 }
