@@ -134,7 +134,7 @@ struct InitiatorSlot {
 }
 
 /// `CTL_MAX_INIT_PER_PORT`: initiator ids per port.
-pub const MAX_INIT_PER_PORT: usize = 2048;
+const MAX_INIT_PER_PORT: usize = 2048;
 
 static CTL: Mutex<Option<Ctl>> = Mutex::new(None);
 

@@ -19,8 +19,10 @@
 //! bsdjhb/freebsd (CmdSN window and StatSN rules of
 //! cfiscsi_pdu_update_cmdsn and cfiscsi_pdu_prepare, Data-In status and
 //! residuals of cfiscsi_datamove_in and cfiscsi_scsi_command_done, task
-//! management and logout handling), `usr.sbin/ctld/login.c` and
-//! `discovery.c` (the Login Phase and SendTargets).
+//! management and logout handling), `sys/cam/ctl/ctl.c` (the task
+//! management functions and ctl_add_initiator), and for the Login Phase
+//! RFC 7143's negotiation rules, compared with `usr.sbin/ctld/login.c`'s
+//! answers (MaxConnections=1, InitialR2T=Yes, ImmediateData as offered).
 //!
 //! Where it differs from FreeBSD:
 //! - a write's data (immediate, unsolicited and R2T-solicited Data-Out) is
@@ -37,8 +39,10 @@
 //! - task management: CLEAR ACA, TASK REASSIGN, the QUERY functions and
 //!   I_T NEXUS RESET are answered "not supported"; TARGET COLD RESET ends
 //!   the session that asked, not every session of the target;
-//! - no digests (CRC32C is declined by negotiating None), no CHAP, no
-//!   NOP-In pings of an idle initiator.
+//! - no digests (CRC32C is declined by choosing None, where ctld uses
+//!   CRC32C when the initiator prefers it), no CHAP, no NOP-In pings of an
+//!   idle initiator, and a discovery session's operational keys are
+//!   negotiated rather than answered "Irrelevant".
 
 mod login;
 mod pdu;
@@ -50,8 +54,8 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-pub use login::{FIRST_BURST_LENGTH, MAX_BURST_LENGTH, MAX_RECV_DATA_SEGMENT_LENGTH, status};
-pub use pdu::{Pdu, decode_lun, encode_lun};
+pub use login::status;
+pub use pdu::{Pdu, encode_lun};
 
 /// The one target the portal serves.
 pub const TARGET_NAME: &str = "iqn.2026-11.org.freebsd.ctlpass:sim";
@@ -116,15 +120,6 @@ impl Portal {
     /// (`iscsi://HOST:PORT/TARGET`; a LUN number goes after a `/`).
     pub fn url(&self) -> String {
         format!("iscsi://{}/{TARGET_NAME}", self.addr)
-    }
-
-    /// Connections open now.
-    pub fn connections(&self) -> usize {
-        self.shared
-            .conns()
-            .iter()
-            .filter(|(_, c)| c.thread.as_ref().is_some_and(|t| !t.is_finished()))
-            .count()
     }
 }
 
