@@ -37,6 +37,17 @@ ctladm inquiry 1
 camcontrol readcap da3
 ctladm readcap 1
 
+# Serve the LUNs over iSCSI, as ctld and CTL's iSCSI frontend do: an
+# initiator on another machine (the host's libiscsi tools) finds the target,
+# logs in, and sees LUN 1, the tgtd disk, as camcontrol sees the device
+# above (CTL's SPC-5 INQUIRY with the device's identity, the device's
+# capacity and 4 KiB physical blocks).
+portal listen 127.0.0.1:0
+iscsi-ls $PORTAL
+iscsi-inq $PORTAL/1
+iscsi-readcapacity16 $PORTAL/1
+portal stop
+
 # Stop and start a LUN: CTL stops it, and ctlpass tells the device.
 ctladm stop 1
 ! ctladm tur 1

@@ -116,7 +116,25 @@ struct Ctl {
     io_type: usize,
     /// M_CTL (`ctlmem`): the buffers CTL allocates itself.
     mem_type: usize,
+    /// The port's initiators by id (`port->wwpn_iid`).
+    initiators: Vec<InitiatorSlot>,
+    /// A clock for [`InitiatorSlot::last_use`].
+    uses: u64,
 }
+
+/// One initiator id of the port (`struct ctl_wwpn_iid`).
+#[derive(Clone, Debug, Default)]
+struct InitiatorSlot {
+    /// Its name (the iSCSI initiator name and ISID), once it had one.
+    name: Option<String>,
+    /// Sessions using it.
+    in_use: u32,
+    /// When it was last released.
+    last_use: u64,
+}
+
+/// `CTL_MAX_INIT_PER_PORT`: initiator ids per port.
+const MAX_INIT_PER_PORT: usize = 2048;
 
 static CTL: Mutex<Option<Ctl>> = Mutex::new(None);
 
@@ -129,7 +147,7 @@ fn with<R>(f: impl FnOnce(&mut Ctl) -> R) -> R {
 pub fn port() -> Port {
     Port {
         targ_port: 1,
-        port_name: "iqn.2026-11.org.ctlpass:sim".into(),
+        port_name: "iqn.2026-11.org.freebsd.ctlpass:sim".into(),
         initiator_name: "iqn.2026-11.org.ctlpass:initiator".into(),
     }
 }
@@ -156,9 +174,17 @@ fn mem_type() -> *mut sys::malloc_type {
 pub(crate) fn boot(extra: &[&str]) {
     let io_type = malloc::define(c"ctlio") as usize;
     let mem_type = malloc::define(c"ctlmem") as usize;
+    // Initiator id 0 is the simulator's own initiator ([`Cmd`]'s default),
+    // always logged in.
+    let builtin = InitiatorSlot {
+        name: Some(port().initiator_name),
+        in_use: 1,
+        last_use: 0,
+    };
     *CTL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ctl {
         io_type,
         mem_type,
+        initiators: vec![builtin],
         ..Ctl::default()
     });
     frontend::start_port();
@@ -1107,6 +1133,9 @@ pub enum Tmf {
     /// I_T NEXUS RESET: the initiator's commands on every LUN, and a unit
     /// attention (29/07) for it.
     ITNexusReset { initiator: u32 },
+    /// TARGET WARM RESET (ctl_target_reset): a LUN RESET of every LUN
+    /// with a unit attention 29/03 for the other initiators.
+    TargetReset { initiator: u32 },
 }
 
 /// Carries out `tmf` as FreeBSD 15's ctl.c does (ctl_abort_task,
@@ -1133,6 +1162,7 @@ pub fn task_management(tmf: Tmf) -> usize {
                     sys::CTL_FLAG_ABORT | sys::CTL_FLAG_ABORT_STATUS
                 }
                 Tmf::ITNexusReset { initiator } if initid == initiator => sys::CTL_FLAG_ABORT,
+                Tmf::TargetReset { .. } => sys::CTL_FLAG_ABORT | sys::CTL_FLAG_ABORT_STATUS,
                 _ => continue,
             };
             // SAFETY: CTL sets the flags under its lock while others use
@@ -1143,18 +1173,83 @@ pub fn task_management(tmf: Tmf) -> usize {
         match tmf {
             Tmf::LunReset { lun, initiator } => {
                 if let Some(slot) = c.luns.get_mut(&lun) {
-                    slot.model.reset(initiator);
+                    slot.model.reset(initiator, false);
                 }
             }
-            Tmf::ITNexusReset { initiator } => {
+            Tmf::TargetReset { initiator } => {
                 for slot in c.luns.values_mut() {
-                    slot.model.nexus_lost(initiator);
+                    slot.model.reset(initiator, true);
                 }
             }
+            Tmf::ITNexusReset { initiator } => nexus_loss(c, initiator, false),
             _ => {}
         }
         hit
     })
+}
+
+/// ctl_i_t_nexus_loss: the initiator's commands are aborted (without
+/// status: the nexus is its own) and every LUN forgets it (see
+/// [`ctl_scsi::Lun::nexus_lost`]).
+fn nexus_loss(c: &mut Ctl, initiator: u32, poweron: bool) {
+    for &io in c.pending.keys() {
+        let io = io as *mut sys::ctl_io;
+        // SAFETY: a pending I/O is live; its nexus is fixed and CTL sets
+        // its flags under its lock.
+        unsafe {
+            if (*io).io_hdr.nexus.initid == initiator {
+                flags_of(io).fetch_or(sys::CTL_FLAG_ABORT, Ordering::Relaxed);
+            }
+        }
+    }
+    for slot in c.luns.values_mut() {
+        slot.model.nexus_lost(initiator, poweron);
+    }
+}
+
+/// `ctl_add_initiator` with no id asked for: the id this name had before,
+/// else one never used, else the one released longest ago; `None` when
+/// every id is in use.  Followed: `sys/cam/ctl/ctl.c` of bsdjhb/freebsd
+/// (ctl_add_initiator, ctl_remove_initiator).
+pub fn add_initiator(name: &str) -> Option<u32> {
+    with(|c| {
+        let known = c.initiators.iter().position(|s| s.name.as_deref() == Some(name));
+        let index = match known {
+            Some(i) => i,
+            None if c.initiators.len() < MAX_INIT_PER_PORT => {
+                c.initiators.push(InitiatorSlot::default());
+                c.initiators.len() - 1
+            }
+            None => c
+                .initiators
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.in_use == 0)
+                .min_by_key(|(_, s)| s.last_use)
+                .map(|(i, _)| i)?,
+        };
+        let slot = &mut c.initiators[index];
+        slot.name = Some(name.to_owned());
+        slot.in_use += 1;
+        Some(index as u32)
+    })
+}
+
+/// `ctl_remove_initiator`: a session of initiator `initiator` ended; when it
+/// was the last, the nexus is lost (ctl_i_t_nexus_loss with POWER ON).
+pub fn remove_initiator(initiator: u32) {
+    with(|c| {
+        c.uses += 1;
+        let uses = c.uses;
+        let Some(slot) = c.initiators.get_mut(initiator as usize).filter(|s| s.in_use > 0) else {
+            kpanic!("ctl_remove_initiator: initiator {initiator} is not in use");
+        };
+        slot.in_use -= 1;
+        slot.last_use = uses;
+        if slot.in_use == 0 {
+            nexus_loss(c, initiator, true);
+        }
+    });
 }
 
 /// The commands CTL holds on LUN `lun`: (initiator, tag), in tag order.

@@ -370,6 +370,7 @@ fn send_data(data: &[u8], alloc_len: usize, data_in: &mut [u8]) -> Disposition {
 // Unit attention types (ctl.h `ctl_ua_type`), a bit each; the lowest set
 // bit is reported first.
 const UA_POWERON: u32 = 0x0001;
+const UA_TARG_RESET: u32 = 0x0004;
 const UA_I_T_NEXUS_LOSS: u32 = 0x0008;
 const UA_LUN_RESET: u32 = 0x0010;
 const UA_LUN_CHANGE: u32 = 0x0020;
@@ -382,6 +383,9 @@ fn ua_to_ascq(ua: u32) -> (u8, u8, u32) {
     match ua {
         // POWER ON OCCURRED; it clears every other pending UA.
         UA_POWERON => (0x29, 0x01, u32::MAX),
+        // BUS DEVICE RESET FUNCTION OCCURRED; it clears every other pending
+        // UA.
+        UA_TARG_RESET => (0x29, 0x03, u32::MAX),
         // I_T NEXUS LOSS OCCURRED; it clears every other pending UA.
         UA_I_T_NEXUS_LOSS => (0x29, 0x07, u32::MAX),
         // POWER ON, RESET, OR BUS DEVICE RESET OCCURRED (no code of its
@@ -707,19 +711,26 @@ impl Lun {
         self.establish_ua_all(UA_LUN_CHANGE);
     }
 
-    /// What ctl_do_lun_reset raises: a LUN RESET unit attention for every
+    /// What ctl_do_lun_reset raises: a LUN RESET unit attention (BUS
+    /// DEVICE RESET for a target reset, ctl_target_reset) for every
     /// initiator but the one that reset the LUN.
-    pub fn reset(&mut self, initiator: u32) {
+    pub fn reset(&mut self, initiator: u32, target: bool) {
+        let ua = if target { UA_TARG_RESET } else { UA_LUN_RESET };
         for (&i, pending) in self.pending_ua.iter_mut() {
             if i != initiator {
-                *pending |= UA_LUN_RESET;
+                *pending |= ua;
             }
         }
     }
 
-    /// What ctl_i_t_nexus_reset raises: I_T NEXUS LOSS for the initiator.
-    pub fn nexus_lost(&mut self, initiator: u32) {
-        *self.pending_ua.entry(initiator).or_insert(UA_POWERON) |= UA_I_T_NEXUS_LOSS;
+    /// What ctl_i_t_nexus_loss does to the LUN for an initiator: its
+    /// PREVENT MEDIUM REMOVAL ends and it gets I_T NEXUS LOSS (an I_T
+    /// NEXUS RESET, ctl_i_t_nexus_reset) or POWER ON (the initiator's last
+    /// session ended, ctl_remove_initiator).
+    pub fn nexus_lost(&mut self, initiator: u32, poweron: bool) {
+        self.prevent.remove(&initiator);
+        let ua = if poweron { UA_POWERON } else { UA_I_T_NEXUS_LOSS };
+        *self.pending_ua.entry(initiator).or_insert(UA_POWERON) |= ua;
     }
 
     /// ctl_est_ua_all with no initiator excepted.

@@ -28,6 +28,7 @@ pub mod ctld;
 pub mod devices;
 pub mod fasthash;
 pub mod idle;
+pub mod iscsi;
 pub mod linker;
 pub mod lock;
 pub mod machine;

@@ -800,7 +800,7 @@ fn the_binary_stops_at_the_first_failure_unless_k() {
     assert_eq!(usage.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&usage.stderr),
-        "usage: ctlpass-sim [-k] [--script FILE]\n"
+        "usage: ctlpass-sim [-k] [--listen ADDR] [--script FILE]\n"
     );
     let _ = std::fs::remove_file(script);
     let _ = std::fs::remove_file(ok);

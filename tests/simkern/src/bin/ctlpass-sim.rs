@@ -3,6 +3,10 @@
 //! (`--script FILE`) or standard input.  Each command is echoed after a
 //! `# ` prompt, then its output.
 //!
+//! `--listen ADDR` starts the machine's iSCSI portal on ADDR as it boots
+//! (`portal listen ADDR`: initiators reach CTL's LUNs as target
+//! `iqn.2026-11.org.freebsd.ctlpass:sim`; `$PORTAL` is its URL).
+//!
 //! A script stops at the first command that fails, with exit status 1,
 //! unless `-k` (keep going) is given; the exit status is then still 1 if a
 //! command failed.  Standard input always keeps going, as a terminal does.
@@ -13,18 +17,20 @@ use std::process::ExitCode;
 use simkern::shell::Shell;
 use simkern::{Config, Machine};
 
-const USAGE: &str = "usage: ctlpass-sim [-k] [--script FILE]";
+const USAGE: &str = "usage: ctlpass-sim [-k] [--listen ADDR] [--script FILE]";
 
 fn main() -> ExitCode {
     let mut keep_going = false;
     let mut script = None;
+    let mut listen = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-k" => keep_going = true,
-            "--script" if script.is_none() => match args.next() {
-                Some(file) => script = Some(file),
-                None => {
+            "--script" | "--listen" => match args.next() {
+                Some(value) if arg == "--script" && script.is_none() => script = Some(value),
+                Some(value) if arg == "--listen" && listen.is_none() => listen = Some(value),
+                _ => {
                     eprintln!("{USAGE}");
                     return ExitCode::from(2);
                 }
@@ -47,6 +53,16 @@ fn main() -> ExitCode {
     };
     let stop_at_failure = script.is_some() && !keep_going;
     let mut shell = Shell::new(Machine::boot(Config::standard()));
+    if let Some(addr) = listen {
+        match shell.step(&format!("portal listen {addr}")) {
+            Some((out, true)) => print!("{out}"),
+            Some((out, false)) => {
+                eprint!("{out}");
+                return ExitCode::from(2);
+            }
+            None => {}
+        }
+    }
     let mut failed = false;
     for line in input.lines() {
         let line = match line {

@@ -32,7 +32,8 @@
 //!   lands in the initiator's buffer without a data move, cut at the EDTL;
 //! - an aborted command gets a TASK ABORTED status where cfiscsi sends no
 //!   SCSI response (the initiator learns the end from the task management
-//!   response);
+//!   response); [`start`]'s [`Completion`] says which these are, so that
+//!   the iSCSI portal (`crate::iscsi`) sends none;
 //! - CTL's serialization of commands (ORDERED, HEAD OF QUEUE, overlapping
 //!   ranges) is not modelled: commands run as they arrive.
 
@@ -85,6 +86,8 @@ pub enum TaskAttr {
     HeadOfQueue,
     /// UNTAGGED.
     Untagged,
+    /// ACA.
+    Aca,
 }
 
 impl TaskAttr {
@@ -94,6 +97,7 @@ impl TaskAttr {
             TaskAttr::Ordered => sys::CTL_TAG_ORDERED,
             TaskAttr::HeadOfQueue => sys::CTL_TAG_HEAD_OF_QUEUE,
             TaskAttr::Untagged => sys::CTL_TAG_UNTAGGED,
+            TaskAttr::Aca => sys::CTL_TAG_ACA,
         }
     }
 }
@@ -358,31 +362,41 @@ impl KernelCursor<'_> {
 
 // --- per command state ---
 
+/// What [`start`] calls when its command ends: the response, and whether
+/// the initiator is sent a status (false for a command its own initiator
+/// aborted, `CTL_FLAG_ABORT` without `CTL_FLAG_ABORT_STATUS`, for which
+/// cfiscsi_scsi_command_done sends no SCSI Response).
+pub type Completion = Box<dyn FnOnce(Response, bool) + Send>;
+
 /// Where a command's response goes.
 enum Sink {
     /// An initiator thread waiting for this command alone.
     Wait(Arc<Waiter>),
     /// A run of commands ([`run_with`]), at this index.
     Run(Arc<Runner>, usize),
+    /// A transport that sends the response on ([`start`]).
+    Call(Completion),
 }
 
 impl Sink {
     /// Whether the response carries the data received.
     fn wants_data(&self) -> bool {
         match self {
-            Sink::Wait(_) => true,
+            Sink::Wait(_) | Sink::Call(_) => true,
             Sink::Run(r, _) => r.keep_data,
         }
     }
 
-    /// Hands over the response, and the initiator's buffer back.
-    fn deliver(self, response: Response, buf: SgBuffer) {
+    /// Hands over the response, and the initiator's buffer back;
+    /// `status_sent` as [`Completion`] says.
+    fn deliver(self, response: Response, buf: SgBuffer, status_sent: bool) {
         match self {
             Sink::Wait(w) => {
                 *w.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(response);
                 w.cv.notify_all();
             }
             Sink::Run(r, index) => r.complete(index, response, buf),
+            Sink::Call(f) => f(response, status_sent),
         }
     }
 }
@@ -462,10 +476,11 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
 }
 
-/// Builds the I/O of `cmd` for LUN `lun` and queues it to CTL, with `buf`
-/// (as long as the EDTL, holding the data of a write) as the initiator's
-/// buffer; the response goes to `sink`, possibly before this returns.
-fn submit(lun: u32, cmd: &Cmd, buf: SgBuffer, sink: Sink) {
+/// Builds the I/O of `cmd` for LUN `lun` with tag `tag` and queues it to
+/// CTL, with `buf` (as long as the EDTL, holding the data of a write) as
+/// the initiator's buffer; the response goes to `sink`, possibly before
+/// this returns.
+fn submit(lun: u32, cmd: &Cmd, tag: u64, buf: SgBuffer, sink: Sink) {
     assert!(
         cmd.data_out.is_empty() || cmd.data_in_len == 0,
         "bidirectional commands are not supported (CDB {:02x?})",
@@ -499,7 +514,7 @@ fn submit(lun: u32, cmd: &Cmd, buf: SgBuffer, sink: Sink) {
         s.cdb[..n].copy_from_slice(&cmd.cdb[..n]);
         s.cdb_len = n.max(16) as u8;
         s.tag_type = cmd.task.tag_type();
-        s.tag_num = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+        s.tag_num = tag;
     }
     // SAFETY: as above; the scratch buffer takes CTL's own answers.
     let checked = SCRATCH.with(|scratch| unsafe { super::precheck(io, &mut scratch.borrow_mut()) });
@@ -517,6 +532,7 @@ fn submit(lun: u32, cmd: &Cmd, buf: SgBuffer, sink: Sink) {
                     residual: edtl as i64 - outcome.transferred as i64,
                 },
                 buf,
+                true,
             );
         }
         Err(disposition) => {
@@ -699,7 +715,7 @@ fn record(lun: u32, segs: &[(*mut u8, usize)], moved: usize) {
 /// `io` is an I/O CTL completed that came from the port; it is freed.
 pub(super) unsafe fn done(io: *mut sys::ctl_io) {
     // SAFETY: the caller's contract: CTL is done with the I/O.
-    let (task, response) = unsafe {
+    let (task, response, status_sent) = unsafe {
         let task = Box::from_raw(task_of(io));
         (*io).io_hdr.ctl_private[sys::CTL_PRIV_FRONTEND as usize].ptrs[0] = std::ptr::null_mut();
         if task.moving {
@@ -723,11 +739,13 @@ pub(super) unsafe fn done(io: *mut sys::ctl_io) {
             data,
             residual: task.edtl as i64 - i64::from(s.kern_total_len),
         };
+        let flags = s.io_hdr.flags;
+        let status_sent = flags & sys::CTL_FLAG_ABORT == 0 || flags & sys::CTL_FLAG_ABORT_STATUS != 0;
         malloc::simkern_free(io.cast(), super::io_type());
-        (task, response)
+        (task, response, status_sent)
     };
     let Task { buf, sink, .. } = *task;
-    sink.deliver(response, buf);
+    sink.deliver(response, buf, status_sent);
 }
 
 // --- the port's threads ---
@@ -850,10 +868,15 @@ fn buffer_for(cmd: &Cmd) -> SgBuffer {
     }
 }
 
+/// A tag for a command of the simulator's initiator.
+fn next_tag() -> u64 {
+    NEXT_TAG.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Sends `cmd` to LUN `lun` and waits for its response.
 pub fn execute(lun: u32, cmd: &Cmd) -> Response {
     let waiter = Arc::new(Waiter::default());
-    submit(lun, cmd, buffer_for(cmd), Sink::Wait(waiter.clone()));
+    submit(lun, cmd, next_tag(), buffer_for(cmd), Sink::Wait(waiter.clone()));
     let mut slot = waiter.slot.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         if let Some(response) = slot.take() {
@@ -868,6 +891,15 @@ pub fn execute(lun: u32, cmd: &Cmd) -> Response {
             kpanic!("an I/O on LUN {lun} was never completed (CDB {:02x?})", cmd.cdb);
         }
     }
+}
+
+/// Sends `cmd` to LUN `lun` with tag `tag` (cfiscsi's: the Initiator Task
+/// Tag, unique per initiator among its commands in flight, which ABORT TASK
+/// names) and returns at once; `done` gets the response when CTL completes
+/// the command, possibly before this returns, on any thread.  A transport
+/// with several commands in flight (the iSCSI portal) sends with it.
+pub fn start(lun: u32, cmd: &Cmd, tag: u64, done: Completion) {
+    submit(lun, cmd, tag, buffer_for(cmd), Sink::Call(done));
 }
 
 /// Sends `cmds` to LUN `lun` keeping `queue_depth` of them in flight, and
@@ -936,7 +968,7 @@ impl Runner {
                 };
                 (index, cmd, buf)
             };
-            submit(self.lun, &cmd, buf, Sink::Run(self.clone(), index));
+            submit(self.lun, &cmd, next_tag(), buf, Sink::Run(self.clone(), index));
             n = n - 1 + std::mem::take(&mut self.lock().deferred);
         }
         SENDING.with(|s| s.set(outer));

@@ -1,8 +1,9 @@
 //! The command language of `ctlpass-sim`: what a FreeBSD administrator
 //! types, run against a simulated machine.  One command a line; `#` starts
-//! a comment; `$TGT` is the URL of the target `tgtd start` started; a line
-//! starting with `!` succeeds when its command fails (sh's negation, for
-//! scripts that show an error on purpose).
+//! a comment; `$TGT` is the URL of the target `tgtd start` started and
+//! `$PORTAL` the URL of the machine's own iSCSI target (`portal listen`); a
+//! line starting with `!` succeeds when its command fails (sh's negation,
+//! for scripts that show an error on purpose).
 //!
 //! | command | does |
 //! | --- | --- |
@@ -20,6 +21,8 @@
 //! | `device add iscsi URL [name=da5]` | attach a LUN of an iSCSI target |
 //! | `device remove NAME` | hot-unplug a device (`da5`, `pass3`, `cam=B:T:L`) |
 //! | `tgtd start`, `tgtd stop` | run a tgtd on 127.0.0.1 (LUN 1 disk, 2 tape, 3 CD) |
+//! | `portal listen ADDR`, `portal stop` | serve CTL's LUNs as iSCSI target `iqn.2026-11.org.freebsd.ctlpass:sim` on ADDR (`127.0.0.1:0`: any port); prints `$PORTAL` |
+//! | `iscsi-inq`, `iscsi-readcapacity16`, `iscsi-ls`, `iscsi-test-cu` ARGS | the host's libiscsi tool, as an administrator on another machine runs it (e.g. `iscsi-inq $PORTAL/0`); prints its output |
 //! | `dmesg` | kernel messages printed since the last `dmesg` |
 //! | `sysctl [-d] name[=value] ...`, `sysctl [-d] -a` | sysctl(8): values (`-d`: descriptions) of the OIDs under `name`; set one |
 //! | `kenv [name[=value]]` | the kernel environment: loader tunables, set before `kldload` |
@@ -47,12 +50,19 @@ use std::collections::BTreeMap;
 use std::ffi::c_int;
 
 use crate::ctld::{self, Ctld};
+use crate::iscsi::Portal;
 use crate::{Machine, ctl, malloc, sys};
+
+/// The libiscsi tools the shell runs.
+const ISCSI_TOOLS: [&str; 4] = ["iscsi-inq", "iscsi-readcapacity16", "iscsi-ls", "iscsi-test-cu"];
 
 /// A machine, the hardware around it, and what has been shown of it.
 pub struct Shell {
-    // Dropped first: the machine shuts down before the tgtd its iSCSI
-    // devices talk to stops.
+    // Stopped first (in `drop`): its sessions' commands complete while the
+    // machine runs.
+    portal: Option<Portal>,
+    // Dropped before `lab`: the machine shuts down before the tgtd its
+    // iSCSI devices talk to stops.
     machine: Machine,
     dmesg_shown: usize,
     lab: devices::Lab,
@@ -67,6 +77,7 @@ impl Shell {
     /// A shell on `machine`.
     pub fn new(machine: Machine) -> Shell {
         Shell {
+            portal: None,
             machine,
             dmesg_shown: 0,
             lab: devices::Lab::default(),
@@ -172,16 +183,50 @@ impl Shell {
         (transcript, all_ok)
     }
 
-    /// Expands `$TGT` (and `${TGT}`).
+    /// Expands `$TGT` and `$PORTAL` (and `${TGT}`, `${PORTAL}`).
     fn expand(&self, line: &str) -> Result<String, String> {
-        if !line.contains("$TGT") && !line.contains("${TGT}") {
-            return Ok(line.to_owned());
+        let portal = self.portal.as_ref().map(Portal::url);
+        let vars = [
+            ("TGT", self.lab.tgt_url(), "tgtd start"),
+            ("PORTAL", portal.as_deref(), "portal listen"),
+        ];
+        let mut line = line.to_owned();
+        for (name, value, setter) in vars {
+            let (plain, braced) = (format!("${name}"), format!("${{{name}}}"));
+            if !line.contains(&plain) && !line.contains(&braced) {
+                continue;
+            }
+            let value = value.ok_or_else(|| format!("ctlpass-sim: {name} is not set ({setter} sets it)"))?;
+            line = line.replace(&braced, value).replace(&plain, value);
         }
-        let url = self
-            .lab
-            .tgt_url()
-            .ok_or("ctlpass-sim: TGT is not set (tgtd start sets it)")?;
-        Ok(line.replace("${TGT}", url).replace("$TGT", url))
+        Ok(line)
+    }
+
+    /// `portal listen ADDR`: prints the target's URL (`$PORTAL`).
+    fn portal_listen(&mut self, addr: &str) -> Result<String, String> {
+        if let Some(p) = &self.portal {
+            return Err(format!("portal listen: already listening: {}", p.url()));
+        }
+        let portal = Portal::listen(addr).map_err(|e| format!("portal listen: {addr}: {e}"))?;
+        let out = format!("{}\n", portal.url());
+        self.portal = Some(portal);
+        Ok(out)
+    }
+
+    /// Runs one of the host's libiscsi tools and returns its output; a
+    /// failure says its exit status and what it wrote on stderr.
+    fn iscsi_tool(tool: &str, args: &[&str]) -> Result<String, String> {
+        let out = std::process::Command::new(tool)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("{tool}: {e} (scripts/install-deps.sh installs libiscsi-bin)"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            return Ok(stdout);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(format!("{stdout}{stderr}{tool}: {}", out.status))
     }
 
     fn dispatch(&mut self, words: &[&str]) -> Result<String, String> {
@@ -206,6 +251,13 @@ impl Shell {
             ["tgtd", "start"] => self.lab.tgtd_start(),
             ["tgtd", "stop"] => self.lab.tgtd_stop(),
             ["tgtd", ..] => Err("usage: tgtd start | tgtd stop".into()),
+            ["portal", "listen", addr] => self.portal_listen(addr),
+            ["portal", "stop"] => match self.portal.take() {
+                Some(_) => Ok(String::new()),
+                None => Err("portal stop: not listening".into()),
+            },
+            ["portal", ..] => Err("usage: portal listen ADDR | portal stop".into()),
+            [tool, args @ ..] if ISCSI_TOOLS.contains(tool) => Self::iscsi_tool(tool, args),
             ["dmesg"] => {
                 let all = self.machine.dmesg();
                 let new = all.get(self.dmesg_shown..).unwrap_or("").to_owned();
@@ -354,12 +406,14 @@ impl Shell {
 }
 
 impl Drop for Shell {
-    /// Shuts the machine down as FreeBSD does: CTL removes the LUNs left
-    /// (so that ctlpass unloads), then the machine stops, then the tgtd.
+    /// Shuts the machine down as FreeBSD does: the portal stops (its
+    /// sessions end), CTL removes the LUNs left (so that ctlpass unloads),
+    /// then the machine stops, then the tgtd.
     fn drop(&mut self) {
         if std::thread::panicking() {
             return;
         }
+        self.portal = None;
         for lun_id in ctl::luns() {
             ctl::lun_request("passthrough", &ctl::Request::Remove { lun_id }, &[]);
         }
