@@ -47,6 +47,11 @@ iscsi-ls $PORTAL
 iscsi-inq $PORTAL/1
 iscsi-readcapacity16 $PORTAL/1
 portal stop
+# What the administrator watches: CTL answered INQUIRY and READ CAPACITY
+# itself, so only a READ moves LUN 1's counters; and the ctl.conf block
+# that serves the LUN from ctld as it is.
+read 1 0 8
+sysctl kern.cam.ctl.passthrough.lun.1
 
 # Stop and start a LUN: CTL stops it, and ctlpass tells the device.
 ctladm stop 1
@@ -65,8 +70,30 @@ device add disk name=da6 blocks=65536 pblockexp=3 vendor=HGST product=HUH721212A
 ctladm tur 0
 ctladm readcap 0
 
-# Take it all down: nothing may stay allocated.
+# Serve the SAS disk from ctl.conf instead: ctld creates the LUN (its
+# path in quotes: ctl.conf takes no "=" in a bare word), a reload keeps it
+# (one MODIFY, nothing changed), and stopping ctld removes it.
 ctladm remove -b passthrough -l 0
+conf /etc/ctl.conf
+lun sas_disk {
+	backend passthrough
+	path "devid=naa.5000cca27b1c0001"
+	blocksize 512
+	option lost offline
+}
+target iqn.2012-06.com.example:demo {
+	auth-group no-authentication
+	portal-group default
+	lun 0 sas_disk
+}
+end
+service ctld start
+ctladm devlist
+! ctladm tur 0
+service ctld reload
+ctladm tur 0
+service ctld stop
+# Take it all down: nothing may stay allocated.
 ctladm remove -b passthrough -l 1
 ctladm devlist
 device remove da3
