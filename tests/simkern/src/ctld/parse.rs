@@ -16,6 +16,9 @@ use super::conf::Conf;
 use crate::shell::args::expand_number;
 
 /// token.l's keywords (reserved words: a LUN cannot be named `lun`).
+/// ctlpass has its own copy (`src/backend/sysctl.rs`, to quote what it
+/// prints); this one is kept apart on purpose, so that the model reading
+/// ctlpass's `ctl_conf` back does not share the module's mistakes.
 const KEYWORDS: &[&str] = &[
     "alias",
     "auth-group",
