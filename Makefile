@@ -1,6 +1,7 @@
 # ctlpass: the two commands of the README, and their parts.
 #
-#   make test   install what is missing, then check formatting, lint, run all
+#   make test   install what is missing, then check formatting, lint (code and
+#               the manual page ctlpass.4), run all
 #               host tests (pure SCSI logic, the simulated FreeBSD kernel),
 #               build the kernel object and ctlpass.ko, and audit both
 #   make demo   run ctlpass in the simulated kernel (scripts/demo.ctl: an
