@@ -503,45 +503,58 @@ fn probe<'b>(periph: &PeriphRef, bufs: &'b mut Buffers) -> Result<Probe<'b>, Pro
     })
 }
 
+/// The options the backend adds to a LUN's own, mirrored from the device
+/// (by `identity_options`, in this order): a modify that does not send
+/// them keeps them.
+const MIRRORED: [&CStr; 9] = [
+    c"vendor",
+    c"product",
+    c"revision",
+    c"naa",
+    c"eui",
+    c"removable",
+    c"unmap_max_lba",
+    c"unmap_max_descr",
+    c"write_same_max_lba",
+];
+
 /// Adds the identity CTL emulates to the LUN's options (vendor, product,
 /// revision, designators, limits), unless the administrator set them.
 fn identity_options(options: &mut OwnedNvList, plan: &Plan<'_>, inquiry: &Inquiry) -> Result<(), Errno> {
-    fn set(options: &mut OwnedNvList, name: &CStr, value: fmt::Arguments<'_>) -> Result<(), Errno> {
-        if options.as_list().get(name).is_some() {
-            return Ok(());
-        }
-        let mut text = FmtBuf::<72>::new();
-        let _ = text.write_fmt(value);
-        options.set(name, text.as_c_str())
+    type Text = FmtBuf<72>;
+    fn text(value: fmt::Arguments<'_>) -> Option<Text> {
+        let mut t = Text::new();
+        let _ = t.write_fmt(value);
+        Some(t)
     }
-    fn hex(id: &[u8]) -> FmtBuf<72> {
-        let mut text = FmtBuf::new();
+    fn hex(id: &[u8]) -> Text {
+        let mut t = Text::new();
         for b in id {
-            let _ = write!(text, "{b:02x}");
+            let _ = write!(t, "{b:02x}");
         }
-        text
+        t
     }
-    set(options, c"vendor", format_args!("{}", Ascii(&inquiry.vendor)))?;
-    set(options, c"product", format_args!("{}", Ascii(&inquiry.product)))?;
-    set(options, c"revision", format_args!("{}", Ascii(&inquiry.revision)))?;
-    if let Some(naa) = plan.naa {
-        set(options, c"naa", format_args!("{}", hex(naa).as_str()))?;
+    fn nonzero(n: u64) -> Option<Text> {
+        if n == 0 { None } else { text(format_args!("{n}")) }
     }
-    if let Some(eui) = plan.eui {
-        set(options, c"eui", format_args!("{}", hex(eui).as_str()))?;
-    }
-    if plan.removable {
-        set(options, c"removable", format_args!("on"))?;
-    }
-    if let Some(l) = plan.unmap_limits {
-        if l.max_unmap_lba != 0 {
-            set(options, c"unmap_max_lba", format_args!("{}", l.max_unmap_lba))?;
-        }
-        if l.max_unmap_descriptors != 0 {
-            set(options, c"unmap_max_descr", format_args!("{}", l.max_unmap_descriptors))?;
-        }
-        if l.max_write_same != 0 {
-            set(options, c"write_same_max_lba", format_args!("{}", l.max_write_same))?;
+    let limit = |f: fn(&BlockLimits) -> u64| plan.unmap_limits.as_ref().and_then(|l| nonzero(f(l)));
+    // One value for each of MIRRORED, in its order.
+    let values: [Option<Text>; MIRRORED.len()] = [
+        text(format_args!("{}", Ascii(&inquiry.vendor))),
+        text(format_args!("{}", Ascii(&inquiry.product))),
+        text(format_args!("{}", Ascii(&inquiry.revision))),
+        plan.naa.map(hex),
+        plan.eui.map(hex),
+        plan.removable.then(|| text(format_args!("on"))).flatten(),
+        limit(|l| u64::from(l.max_unmap_lba)),
+        limit(|l| u64::from(l.max_unmap_descriptors)),
+        limit(|l| l.max_write_same),
+    ];
+    for (name, value) in MIRRORED.into_iter().zip(values) {
+        if let Some(v) = value
+            && options.as_list().get(name).is_none()
+        {
+            options.set(name, v.as_c_str())?;
         }
     }
     Ok(())
@@ -813,20 +826,6 @@ pub(super) fn modify(req: &mut LunReq<'_>) {
         Err(m) => req.set_error(format_args!("{}", m.as_str())),
     }
 }
-
-/// The options the backend adds to a LUN's own, mirrored from the device
-/// (see `identity_options`): a request that does not send them keeps them.
-const MIRRORED: [&CStr; 9] = [
-    c"vendor",
-    c"product",
-    c"revision",
-    c"naa",
-    c"eui",
-    c"removable",
-    c"unmap_max_lba",
-    c"unmap_max_descr",
-    c"write_same_max_lba",
-];
 
 /// The options that take effect on a live LUN; CTL reads the rest when
 /// the LUN is created.
