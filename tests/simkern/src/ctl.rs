@@ -1128,13 +1128,13 @@ pub enum Tmf {
     /// CLEAR TASK SET: every command on the LUN.
     ClearTaskSet { lun: u32 },
     /// LUN RESET: every command on the LUN, and a unit attention (29/00)
-    /// for the other initiators.
+    /// for every initiator.
     LunReset { lun: u32, initiator: u32 },
     /// I_T NEXUS RESET: the initiator's commands on every LUN, and a unit
     /// attention (29/07) for it.
     ITNexusReset { initiator: u32 },
     /// TARGET WARM RESET (ctl_target_reset): a LUN RESET of every LUN
-    /// with a unit attention 29/03 for the other initiators.
+    /// with a unit attention 29/03 for every initiator.
     TargetReset { initiator: u32 },
 }
 
@@ -1171,14 +1171,14 @@ pub fn task_management(tmf: Tmf) -> usize {
             hit += 1;
         }
         match tmf {
-            Tmf::LunReset { lun, initiator } => {
+            Tmf::LunReset { lun, .. } => {
                 if let Some(slot) = c.luns.get_mut(&lun) {
-                    slot.model.reset(initiator, false);
+                    slot.model.reset(false);
                 }
             }
-            Tmf::TargetReset { initiator } => {
+            Tmf::TargetReset { .. } => {
                 for slot in c.luns.values_mut() {
-                    slot.model.reset(initiator, true);
+                    slot.model.reset(true);
                 }
             }
             Tmf::ITNexusReset { initiator } => nexus_loss(c, initiator, false),

@@ -711,16 +711,14 @@ impl Lun {
         self.establish_ua_all(UA_LUN_CHANGE);
     }
 
-    /// What ctl_do_lun_reset raises: a LUN RESET unit attention (BUS
-    /// DEVICE RESET for a target reset, ctl_target_reset) for every
-    /// initiator but the one that reset the LUN.
-    pub fn reset(&mut self, initiator: u32, target: bool) {
-        let ua = if target { UA_TARG_RESET } else { UA_LUN_RESET };
-        for (&i, pending) in self.pending_ua.iter_mut() {
-            if i != initiator {
-                *pending |= ua;
-            }
-        }
+    /// What ctl_lun_reset does to the LUN (sys/cam/ctl/ctl.c of
+    /// bsdjhb/freebsd, FreeBSD 15): every initiator's PREVENT MEDIUM
+    /// REMOVAL ends, and every initiator, the one that reset it too
+    /// (`ctl_est_ua_all(lun, -1, ua_type)`), gets a LUN RESET unit
+    /// attention (BUS DEVICE RESET for a target reset, ctl_target_reset).
+    pub fn reset(&mut self, target: bool) {
+        self.prevent.clear();
+        self.establish_ua_all(if target { UA_TARG_RESET } else { UA_LUN_RESET });
     }
 
     /// What ctl_i_t_nexus_loss does to the LUN for an initiator: its

@@ -592,8 +592,9 @@ fn task_management_aborts_as_ctl_does() {
     assert_eq!(a.tmf(1, 0, w.itt()), 0);
     assert_eq!(a.run(0, &[0; 6], 0).status, 0);
 
-    // LUN RESET with a read held: it ends with TASK ABORTED, and the other
-    // initiator learns of the reset (29/00), not the one that reset.
+    // LUN RESET with a read held: it ends with TASK ABORTED, and every
+    // initiator learns of the reset (29/00), the one that reset it too
+    // (FreeBSD 15's ctl_lun_reset: ctl_est_ua_all(lun, -1, ...)).
     cam::inject(
         0,
         0,
@@ -614,14 +615,16 @@ fn task_management_aborts_as_ctl_does() {
     }
     assert_eq!(got[&tmf.itt()], (0x22, 0, 0), "FUNCTION COMPLETE");
     assert_eq!(got[&held.itt()], (0x21, 0, ctl::TASK_ABORTED));
-    let o = b.run(0, &[0; 6], 0);
-    assert_eq!((o.status, sense_code(&o.sense)), (2, (6, 0x29, 0x00)));
-    assert_eq!(a.run(0, &[0; 6], 0).status, 0);
+    for initiator in [&mut b, &mut a] {
+        let o = initiator.run(0, &[0; 6], 0);
+        assert_eq!((o.status, sense_code(&o.sense)), (2, (6, 0x29, 0x00)));
+        assert_eq!(initiator.run(0, &[0; 6], 0).status, 0);
+    }
 
     // No such LUN; functions CTL does not carry out.
     assert_eq!(a.tmf(5, 9, 0), 2, "LUN DOES NOT EXIST");
     assert_eq!(a.tmf(3, 0, 0), 5, "CLEAR ACA: not supported");
-    // TARGET WARM RESET: the other initiator gets 29/03 on every LUN.
+    // TARGET WARM RESET: every initiator gets 29/03 on every LUN.
     assert_eq!(b.tmf(6, 0, 0), 0);
     let o = a.run(1, &[0; 6], 0);
     assert_eq!(
@@ -629,8 +632,10 @@ fn task_management_aborts_as_ctl_does() {
         (2, (6, 0x29, 0x01)),
         "POWER ON comes first"
     );
-    let o = a.run(0, &[0; 6], 0);
-    assert_eq!((o.status, sense_code(&o.sense)), (2, (6, 0x29, 0x03)));
+    for initiator in [&mut a, &mut b] {
+        let o = initiator.run(0, &[0; 6], 0);
+        assert_eq!((o.status, sense_code(&o.sense)), (2, (6, 0x29, 0x03)));
+    }
     drop((a, b));
     shut_down(sh);
 }

@@ -356,7 +356,7 @@ fn abort_task_set_and_clear_task_set_hit_whom_they_should() {
 }
 
 #[test]
-fn lun_reset_ends_every_command_and_tells_the_other_initiators() {
+fn lun_reset_ends_every_command_and_tells_every_initiator() {
     let (m, luns) = machine(1);
     let lun = luns[0];
     hold(0, 1000..1003, 3);
@@ -375,16 +375,17 @@ fn lun_reset_ends_every_command_and_tells_the_other_initiators() {
     // aborted on its own.
     let s = cam::device_stats(0, 0, 0);
     assert_eq!((s.resets, s.aborts_requested), (0, 3));
-    // The initiator that reset the LUN gets no unit attention; the other
-    // gets 29/00 once.
-    good(&ctl::execute(lun, &from(0, Cmd::none(&[0; 6]))));
-    let ua = ctl::execute(lun, &from(1, Cmd::none(&[0; 6])));
-    assert_eq!(
-        (ua.sense[2] & 0xf, ua.sense[12], ua.sense[13]),
-        (0x6, 0x29, 0x00),
-        "{ua:?}"
-    );
-    good(&ctl::execute(lun, &from(1, Cmd::none(&[0; 6]))));
+    // Every initiator, the one that reset the LUN too, gets 29/00 once
+    // (FreeBSD 15's ctl_lun_reset: ctl_est_ua_all(lun, -1, ...)).
+    for initiator in [0, 1] {
+        let ua = ctl::execute(lun, &from(initiator, Cmd::none(&[0; 6])));
+        assert_eq!(
+            (ua.sense[2] & 0xf, ua.sense[12], ua.sense[13]),
+            (0x6, 0x29, 0x00),
+            "{ua:?}"
+        );
+        good(&ctl::execute(lun, &from(initiator, Cmd::none(&[0; 6]))));
+    }
     shut_down(m, &luns);
 }
 
@@ -416,6 +417,9 @@ fn with_reset_device_a_lun_reset_resets_the_device_once() {
     let c = ctlpass::periph::io::abort_counts();
     assert_eq!((c.sent, c.resets, c.abandoned), (3, 1, c.refused));
     assert_idle(0);
+    // The reset's unit attention, for the initiator that sent it too.
+    let ua = ctl::execute(lun, &from(0, Cmd::none(&[0; 6])));
+    assert_eq!(sense_of(&ua), (0x6, 0x29, 0x00), "{ua:?}");
     // ABORT TASK SET of one initiator does not reset the device.
     hold(0, 1000..1001, 1);
     let one = send(lun, from(0, read16(1000, 1)));
@@ -621,9 +625,11 @@ fn a_lun_reset_abandons_the_commands_the_sim_cannot_abort() {
     assert!(when - t0 < PROMPT, "took {:?}", when - t0);
     assert_eq!(abort_figures(), (1, 1, 1));
     assert_eq!(active_abandoned(lun), (0, 1));
-    // The LUN is reset for CTL: the other initiator learns of it now.
-    let ua = ctl::execute(lun, &from(1, Cmd::none(&[0; 6])));
-    assert_eq!(sense_of(&ua), (0x6, 0x29, 0x00), "{ua:?}");
+    // The LUN is reset for CTL: every initiator learns of it now.
+    for initiator in [1, 0] {
+        let ua = ctl::execute(lun, &from(initiator, Cmd::none(&[0; 6])));
+        assert_eq!(sense_of(&ua), (0x6, 0x29, 0x00), "{ua:?}");
+    }
     gate.open();
     wait_for(|| active_abandoned(lun) == (0, 0), "the abandoned CCB");
     assert_idle(0);
