@@ -32,7 +32,7 @@ use ctlpass::backend::DeviceName;
 use ctlpass::scsi::sense::{Sense, key};
 use ctlpass_fuzz::Input;
 use libfuzzer_sys::fuzz_target;
-use simkern::cam::{self, BusSpec, DeviceSpec, Effect, Fault, Match, fixed_sense};
+use simkern::cam::{self, Effect, Fault, Match, fixed_sense};
 use simkern::ctl::frontend::Response;
 use simkern::ctl::{self, Cmd, Request, TaskAttr, Tmf};
 use simkern::devices::{CHECK_CONDITION, Cdrom, Command, GOOD, Identity, RamDisk, ScsiDevice};
@@ -98,29 +98,9 @@ fn boot() {
     let image: Vec<u8> = (0..CD_BLOCKS * 2048).map(|i| (i / 2048) as u8 ^ i as u8).collect();
     let cd = CD_DRIVE.get_or_init(|| Arc::new(Cdrom::new(identity("R8RS6GAB", None), Some(image))));
     let disk = RamDisk::new(identity("Z1Z3FUZZ", Some(0x5000_c500_a1b2_c3d4)), DISK_BLOCKS, 512).with_unmap(true);
-    let devices = vec![
-        DeviceSpec {
-            target: DISK,
-            lun: 0,
-            device: Arc::new(disk),
-        },
-        DeviceSpec {
-            target: CD,
-            lun: 0,
-            device: cd.clone(),
-        },
-    ];
-    let machine = Machine::boot(Config {
-        buses: vec![BusSpec {
-            sim_name: "mpr".into(),
-            sim_unit: 0,
-            maxio: MAXIO,
-            openings: 32,
-            devices,
-        }],
-        ctl: true,
-        extra_backends: Vec::new(),
-    });
+    // Targets DISK (0) and CD (1), in that order.
+    let devices: Vec<Arc<dyn ScsiDevice>> = vec![Arc::new(disk), cd.clone()];
+    let machine = Machine::boot(Config::one_bus(MAXIO, 32, devices));
     machine.kldload().expect("kldload ctlpass");
     // The machine's state is global; it runs until the process exits.
     std::mem::forget(machine);

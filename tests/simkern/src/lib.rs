@@ -20,6 +20,7 @@ pub extern crate ctlpass;
 
 pub mod callout;
 pub mod cam;
+pub mod cdb;
 pub mod child;
 pub mod console;
 pub mod ctl;

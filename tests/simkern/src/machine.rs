@@ -36,6 +36,27 @@ fn identity(vendor: &str, product: &str, revision: &str, serial: &str, naa: Opti
 }
 
 impl Config {
+    /// One SAS HBA (`mpr0`) whose SIM takes `maxio` bytes at once and
+    /// `openings` commands per device, with `devices` at targets 0, 1, ...
+    /// (LUN 0), and CTL present.
+    pub fn one_bus(maxio: u32, openings: u32, devices: Vec<Arc<dyn ScsiDevice>>) -> Config {
+        let devices = (0..)
+            .zip(devices)
+            .map(|(target, device)| DeviceSpec { target, lun: 0, device })
+            .collect();
+        Config {
+            buses: vec![BusSpec {
+                sim_name: "mpr".into(),
+                sim_unit: 0,
+                maxio,
+                openings,
+                devices,
+            }],
+            ctl: true,
+            extra_backends: Vec::new(),
+        }
+    }
+
     /// A small server: two disks behind a SAS HBA (one with a 20-character
     /// serial number and 4096-byte blocks), a DVD drive on a SATA port, and
     /// a LUN of CTL's own CAM frontend (`camsim`), which ctlpass must leave

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cam::{self, BusSpec, DeviceSpec, Effect, Fault, Match, fixed_sense};
+use crate::cam::{self, DeviceSpec, Effect, Fault, Match, fixed_sense};
 use crate::ctl::{self, Cmd, Request, Tmf};
 use crate::devices::{Identity, RamDisk, ScsiDevice};
 use crate::{Config, Machine, malloc, sys};
@@ -170,24 +170,7 @@ fn explained(status: u8) -> bool {
 
 /// Runs the soak for `duration` with `seed`; returns its report.
 pub fn run(duration: Duration, seed: u64) -> Report {
-    let devices = (0..LUNS)
-        .map(|t| DeviceSpec {
-            target: t,
-            lun: 0,
-            device: disk(t),
-        })
-        .collect();
-    let m = Machine::boot(Config {
-        buses: vec![BusSpec {
-            sim_name: "mpr".into(),
-            sim_unit: 0,
-            maxio: 128 * 1024,
-            openings: 16,
-            devices,
-        }],
-        ctl: true,
-        extra_backends: Vec::new(),
-    });
+    let m = Machine::boot(Config::one_bus(128 * 1024, 16, (0..LUNS).map(disk).collect()));
     m.kldload().unwrap_or_else(|e| panic!("kldload ctlpass: errno {e}"));
     let luns: Vec<u32> = (0..LUNS)
         .map(|t| {

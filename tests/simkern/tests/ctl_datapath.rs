@@ -10,42 +10,29 @@ use std::ffi::{c_char, c_int, c_void};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use simkern::cdb::{cdb10, cdb16};
 use simkern::ctl::frontend::{self, PORT_STATUS_OVERRUN, Response};
 use simkern::ctl::{self, Cmd, Request, TaskAttr};
 use simkern::{Config, Machine, child, malloc, sys};
 
 // --- CDBs ---
 
-fn rw10(op: u8, lba: u32, blocks: u16) -> Vec<u8> {
-    let mut c = vec![op, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    c[2..6].copy_from_slice(&lba.to_be_bytes());
-    c[7..9].copy_from_slice(&blocks.to_be_bytes());
-    c
-}
-
-fn rw16(op: u8, byte1: u8, lba: u64, blocks: u32) -> Vec<u8> {
-    let mut c = vec![op, byte1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    c[2..10].copy_from_slice(&lba.to_be_bytes());
-    c[10..14].copy_from_slice(&blocks.to_be_bytes());
-    c
-}
-
 fn read10(lba: u32, blocks: u16) -> Vec<u8> {
-    rw10(0x28, lba, blocks)
+    cdb10(0x28, 0, lba, blocks)
 }
 
 fn write10(lba: u32, blocks: u16) -> Vec<u8> {
-    rw10(0x2A, lba, blocks)
+    cdb10(0x2A, 0, lba, blocks)
 }
 
 fn caw(lba: u64, blocks: u8) -> Vec<u8> {
-    let mut c = rw16(0x89, 0, lba, 0);
+    let mut c = cdb16(0x89, 0, lba, 0);
     c[13] = blocks;
     c
 }
 
 fn get_lba_status(lba: u64, alloc: u32) -> Vec<u8> {
-    rw16(0x9E, 0x12, lba, alloc)
+    cdb16(0x9E, 0x12, lba, alloc)
 }
 
 fn unmap_cdb(byte1: u8, len: u16) -> Vec<u8> {
@@ -456,7 +443,7 @@ fn reads_and_writes_move_exactly_the_blocks_asked_for() {
     let twelve = pattern(12, 1024);
     let w12 = [0xAA, 0, 0, 0, 2, 0, 0, 0, 0, 2, 0, 0];
     assert_eq!(exec(lun, Cmd::write(&w12, &twelve)), good(vec![], 0));
-    let r16 = exec(lun, Cmd::read(&rw16(0x88, 0, 512, 2), 1024));
+    let r16 = exec(lun, Cmd::read(&cdb16(0x88, 0, 512, 2), 1024));
     assert_eq!(r16, good(twelve, 0));
     remove_ramdisk(lun);
     finish(m, 0);
@@ -468,12 +455,12 @@ fn a_large_transfer_moves_in_pieces_of_256_pages() {
     let lun = ramdisk(8 << 20, &[("capacity", "8M")]);
     let data = pattern(2, 3 << 20);
     frontend::reset_datamove_stats();
-    let w = exec(lun, Cmd::write(&rw16(0x8A, 0, 1, 6144), &data));
+    let w = exec(lun, Cmd::write(&cdb16(0x8A, 0, 1, 6144), &data));
     assert_eq!(w, good(vec![], 0));
     // 1 MiB pieces from LBA 1 (pages of 8 blocks): 2047, 2048, 2048, 1 blocks.
     let st = ctl::datamove_stats();
     assert_eq!((st.datamoves, st.bytes), (4, 3 << 20));
-    let r = exec(lun, Cmd::read(&rw16(0x88, 0, 1, 6144), 3 << 20));
+    let r = exec(lun, Cmd::read(&cdb16(0x88, 0, 1, 6144), 3 << 20));
     assert_eq!((r.status, r.residual, r.data == data), (0, 0, true));
     assert_eq!(ctl::datamove_stats().datamoves, 8);
     remove_ramdisk(lun);
@@ -529,7 +516,7 @@ fn lba_range_and_lun_state_are_checked_before_the_backend() {
     assert_eq!(r, check(sense(0x02, 0x04, 0x02, None, None), vec![], 512));
     assert_eq!(exec(lun, Cmd::none(&[0x1B, 0, 0, 0, 1, 0])), good(vec![], 0));
     assert_eq!(read(lun, 0, 1), vec![0; 512]);
-    let sync = exec(lun, Cmd::none(&rw16(0x91, 0, 0, 0)));
+    let sync = exec(lun, Cmd::none(&cdb16(0x91, 0, 0, 0)));
     assert_eq!(sync, good(vec![], 0));
     remove_ramdisk(lun);
     finish(m, 0);
@@ -567,14 +554,14 @@ fn compare_and_write_writes_only_after_a_match() {
     assert_eq!(r, check(sense(0x0E, 0x1D, 0x00, Some(517), None), vec![], 0));
     assert_eq!(read(lun, 10, 2), b);
     // VERIFY with BYTCHK compares too; without it nothing moves.
-    let mut v = rw10(0x2F, 10, 2);
+    let mut v = cdb10(0x2F, 0, 10, 2);
     v[1] = 0x02;
     assert_eq!(exec(lun, Cmd::write(&v, &b)), good(vec![], 0));
     assert_eq!(
         exec(lun, Cmd::write(&v, &c)),
         check(sense(0x0E, 0x1D, 0x00, Some(0), None), vec![], 0)
     );
-    assert_eq!(exec(lun, Cmd::none(&rw10(0x2F, 10, 2))), good(vec![], 0));
+    assert_eq!(exec(lun, Cmd::none(&cdb10(0x2F, 0, 10, 2))), good(vec![], 0));
     remove_ramdisk(lun);
     finish(m, 0);
 }
@@ -593,7 +580,7 @@ fn compare_and_write_continues_through_io_cont() {
         [(7, 1, sys::CTL_LLF_COMPARE, true), (7, 1, sys::CTL_LLF_WRITE, false)]
     );
     // Without write cache, CTL adds FUA; WRITE AND VERIFY always has it.
-    let r = exec(lun, Cmd::write(&rw16(0x8E, 0x10, 3, 1), &[0; 512]));
+    let r = exec(lun, Cmd::write(&cdb16(0x8E, 0x10, 3, 1), &[0; 512]));
     assert_eq!(r.status, 0);
     let c = &calls()[0];
     assert_eq!(
@@ -613,14 +600,14 @@ fn write_same_to_the_last_lba() {
     let block = pattern(20, 512);
     frontend::reset_datamove_stats();
     // NUMBER OF BLOCKS 0 from LBA 2040: the last 8 blocks.
-    let r = exec(lun, Cmd::write(&rw10(0x41, 2040, 0), &block));
+    let r = exec(lun, Cmd::write(&cdb10(0x41, 0, 2040, 0), &block));
     assert_eq!(r, good(vec![], 0));
     assert_eq!(ctl::datamove_stats().datamoves, 1, "CTL moved the block in");
     assert_eq!(in_use("ctlmem"), 0, "and freed its buffer");
     assert_eq!(read(lun, 2040, 8), block.repeat(8));
     assert_eq!(read(lun, 2039, 1), vec![0; 512]);
     // LBDATA puts each block's LBA in its first four bytes.
-    let mut ws = rw10(0x41, 100, 2);
+    let mut ws = cdb10(0x41, 0, 100, 2);
     ws[1] = 0x02;
     assert_eq!(exec(lun, Cmd::write(&ws, &block)), good(vec![], 0));
     let got = read(lun, 100, 2);
@@ -630,19 +617,19 @@ fn write_same_to_the_last_lba() {
     );
     // NDOB: zeroes, nothing moved.
     let moves = ctl::datamove_stats().datamoves;
-    assert_eq!(exec(lun, Cmd::none(&rw16(0x93, 0x01, 2044, 0))), good(vec![], 0));
+    assert_eq!(exec(lun, Cmd::none(&cdb16(0x93, 0x01, 2044, 0))), good(vec![], 0));
     assert_eq!(ctl::datamove_stats().datamoves, moves);
     assert_eq!(read(lun, 2040, 8), [block.repeat(4), vec![0; 2048]].concat());
     // ANCHOR needs UNMAP: INVALID FIELD IN CDB, byte 1 bit 0.
-    let mut ws = rw16(0x93, 0x10, 0, 1);
+    let mut ws = cdb16(0x93, 0x10, 0, 1);
     let r = exec(lun, Cmd::write(&ws, &block));
     assert_eq!(r, check(sense(0x05, 0x24, 0x00, None, Some([0xC8, 0, 1])), vec![], 512));
     // Past the end.
-    ws = rw16(0x93, 0, 2047, 2);
+    ws = cdb16(0x93, 0, 2047, 2);
     let r = exec(lun, Cmd::write(&ws, &block));
     assert_eq!(r, check(sense(0x05, 0x21, 0x00, Some(2048), None), vec![], 512));
     // UNMAP bit: the blocks read as zeroes again.
-    assert_eq!(exec(lun, Cmd::none(&rw16(0x93, 0x09, 2040, 8))), good(vec![], 0));
+    assert_eq!(exec(lun, Cmd::none(&cdb16(0x93, 0x09, 2040, 8))), good(vec![], 0));
     assert_eq!(read(lun, 2040, 8), vec![0; 4096]);
     remove_ramdisk(lun);
     finish(m, 0);
@@ -652,7 +639,7 @@ fn write_same_to_the_last_lba() {
 fn write_same_beyond_four_billion_blocks_goes_in_pieces() {
     let m = boot();
     let (lun, be) = recording_lun(1 << 33);
-    let r = exec(lun, Cmd::none(&rw16(0x93, 0x01, 0, 0)));
+    let r = exec(lun, Cmd::none(&cdb16(0x93, 0x01, 0, 0)));
     assert_eq!(r, good(vec![], 0));
     let seen: Vec<(u64, u32, bool)> = calls().iter().map(|c| (c.lba, c.len, c.io_cont)).collect();
     let piece = 1u32 << 31;
@@ -668,7 +655,7 @@ fn write_same_beyond_four_billion_blocks_goes_in_pieces() {
     // With data, CTL moves the block in and calls config_write from the
     // port's thread (ctl_config_move_done).
     let block = pattern(30, 512);
-    let r = exec(lun, Cmd::write(&rw16(0x93, 0, (1 << 33) - 5, 0), &block));
+    let r = exec(lun, Cmd::write(&cdb16(0x93, 0, (1 << 33) - 5, 0), &block));
     assert_eq!(r, good(vec![], 0));
     let c = calls();
     assert_eq!(c.len(), 1);
@@ -828,7 +815,7 @@ fn a_second_completion_stops_the_kernel() {
         let _m = boot();
         let (lun, _be) = recording_lun(1000);
         with_rec(|r| r.twice = true);
-        ctl::execute(lun, &Cmd::none(&rw10(0x35, 0, 0)));
+        ctl::execute(lun, &Cmd::none(&cdb10(0x35, 0, 0, 0)));
         unreachable!("the simulated kernel panics first");
     }
     let out = child::run(NAME);
@@ -898,13 +885,13 @@ fn a_thousand_mixed_commands_at_queue_depth_32() {
         let mut c = match i % 8 {
             0 => Cmd::write(&write10(lba, 3), &pattern(1000 + i as u32, 1536)),
             1 => Cmd::read(&read10(lba, 8), 4096),
-            2 => Cmd::read(&rw16(0x88, 0, u64::from(lba) + 1, 5), 5 * 512 + 100),
+            2 => Cmd::read(&cdb16(0x88, 0, u64::from(lba) + 1, 5), 5 * 512 + 100),
             3 => Cmd::none(&[0; 6]),
             4 => Cmd::write(
                 &caw(u64::from(lba), 1),
                 &[&old[..512], &pattern(2000 + i as u32, 512)].concat(),
             ),
-            5 => Cmd::write(&rw10(0x41, lba + 6, 2), &pattern(3000 + i as u32, 512)),
+            5 => Cmd::write(&cdb10(0x41, 0, lba + 6, 2), &pattern(3000 + i as u32, 512)),
             6 => Cmd::read(&get_lba_status(u64::from(lba), 24), 24),
             _ => Cmd::read(&[0x12, 0, 0, 0, 36, 0], 36),
         };

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use simkern::cam::{BusSpec, DeviceSpec};
 use simkern::ctl::frontend::{self, Cmd};
 use simkern::devices::{Identity, OtherType, RamDisk, ScsiDevice};
 use simkern::shell::Shell;
@@ -565,25 +564,7 @@ fn the_tape_example_in_mode_a() {
         device("Ultrium 6-SCSI", "HU1234ABCD", 0x01),
         device("MSL G3 Series", "DEC1234567", 0x08),
     ];
-    let mut sh = shell_on(Config {
-        buses: vec![BusSpec {
-            sim_name: "mpr".into(),
-            sim_unit: 0,
-            maxio: 1 << 20,
-            openings: 32,
-            devices: devices
-                .into_iter()
-                .enumerate()
-                .map(|(t, device)| DeviceSpec {
-                    target: t as u32,
-                    lun: 0,
-                    device,
-                })
-                .collect(),
-        }],
-        ctl: true,
-        extra_backends: Vec::new(),
-    });
+    let mut sh = shell_on(Config::one_bus(1 << 20, 32, devices));
     sh.write_file("/etc/ctl.conf", include_str!("../../../examples/ctl.conf.tape"));
     let refusal = |name: &str, kind: &str| {
         format!(

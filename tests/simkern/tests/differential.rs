@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use simkern::cam::{BusSpec, DeviceSpec, lba_range};
+use simkern::cam::lba_range;
 use simkern::ctl::frontend::Response;
 use simkern::ctl::{self, Cmd, Request};
 use simkern::devices::{Cdrom, Command, Identity, Outcome, RamDisk, ScsiDevice};
@@ -111,22 +111,7 @@ fn direct(device: &dyn ScsiDevice, cmd: &Cmd) -> Response {
 /// Boots a machine with `device` as da0 (or cd0) behind a SIM that takes
 /// `maxio` bytes, exports it, and takes the power-on unit attention.
 fn lun_on(device: Arc<dyn ScsiDevice>, maxio: u32) -> (Machine, u32) {
-    let bus = BusSpec {
-        sim_name: "mpr".into(),
-        sim_unit: 0,
-        maxio,
-        openings: 32,
-        devices: vec![DeviceSpec {
-            target: 0,
-            lun: 0,
-            device,
-        }],
-    };
-    let m = Machine::boot(Config {
-        buses: vec![bus],
-        ctl: true,
-        extra_backends: Vec::new(),
-    });
+    let m = Machine::boot(Config::one_bus(maxio, 32, vec![device]));
     m.kldload().unwrap();
     let req = Request::create();
     let r = ctl::lun_request("passthrough", &req, &[("cam", "0:0:0")]);

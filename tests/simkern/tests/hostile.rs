@@ -32,7 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ctlpass::backend::DeviceName;
-use simkern::cam::{BusSpec, DeviceSpec, fixed_sense};
+use simkern::cam::fixed_sense;
+use simkern::cdb::{cdb10, cdb16};
 use simkern::ctl::frontend::Response;
 use simkern::ctl::{self, Cmd, Reply, Request};
 use simkern::devices::{CHECK_CONDITION, Command, GOOD, Identity, Outcome, RamDisk, ScsiDevice};
@@ -175,20 +176,6 @@ impl ScsiDevice for Disk {
 }
 
 // --- CDBs, data and sense ---
-
-fn cdb10(op: u8, byte1: u8, lba: u32, blocks: u16) -> Vec<u8> {
-    let mut c = vec![op, byte1, 0, 0, 0, 0, 0, 0, 0, 0];
-    c[2..6].copy_from_slice(&lba.to_be_bytes());
-    c[7..9].copy_from_slice(&blocks.to_be_bytes());
-    c
-}
-
-fn cdb16(op: u8, byte1: u8, lba: u64, blocks: u32) -> Vec<u8> {
-    let mut c = vec![op, byte1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    c[2..10].copy_from_slice(&lba.to_be_bytes());
-    c[10..14].copy_from_slice(&blocks.to_be_bytes());
-    c
-}
 
 /// COMPARE AND WRITE of `blocks` blocks at `lba`.
 fn caw(lba: u64, blocks: u8) -> Vec<u8> {
@@ -359,26 +346,7 @@ fn request_machine(extra: Vec<Arc<dyn ScsiDevice>>) -> Machine {
 }
 
 fn boot(maxio: u32, devices: Vec<Arc<dyn ScsiDevice>>) -> Machine {
-    let devices = devices
-        .into_iter()
-        .enumerate()
-        .map(|(t, device)| DeviceSpec {
-            target: t as u32,
-            lun: 0,
-            device,
-        })
-        .collect();
-    let m = Machine::boot(Config {
-        buses: vec![BusSpec {
-            sim_name: "mpr".into(),
-            sim_unit: 0,
-            maxio,
-            openings: 32,
-            devices,
-        }],
-        ctl: true,
-        extra_backends: Vec::new(),
-    });
+    let m = Machine::boot(Config::one_bus(maxio, 32, devices));
     m.kldload().expect("kldload ctlpass");
     m
 }

@@ -6,7 +6,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use simkern::cam::{BusSpec, DeviceSpec, lba_range};
+use simkern::cam::lba_range;
+use simkern::cdb::{cdb10, cdb16};
 use simkern::ctl::frontend::Response;
 use simkern::ctl::{self, Cmd, Reply, Request};
 use simkern::devices::{Cdrom, Command, Identity, Outcome, RamDisk, ScsiDevice};
@@ -145,27 +146,7 @@ fn identity(serial: &str) -> Identity {
 /// A machine with `devices` on one bus whose SIM takes `maxio` bytes, the
 /// module loaded, and a LUN on the first device.
 fn machine(maxio: u32, devices: Vec<Arc<dyn ScsiDevice>>) -> (Machine, u32) {
-    let devices = devices
-        .into_iter()
-        .enumerate()
-        .map(|(t, device)| DeviceSpec {
-            target: t as u32,
-            lun: 0,
-            device,
-        })
-        .collect();
-    let bus = BusSpec {
-        sim_name: "mpr".into(),
-        sim_unit: 0,
-        maxio,
-        openings: 32,
-        devices,
-    };
-    let m = Machine::boot(Config {
-        buses: vec![bus],
-        ctl: true,
-        extra_backends: Vec::new(),
-    });
+    let m = Machine::boot(Config::one_bus(maxio, 32, devices));
     m.kldload().unwrap();
     let req = Request::create();
     let r: Reply = ctl::lun_request("passthrough", &req, &[("cam", "0:0:0")]);
@@ -189,20 +170,6 @@ fn disk(blocks: u64) -> Arc<Scripted<RamDisk>> {
         RamDisk::new(identity("Z1Z3ABCD"), blocks, 512).with_unmap(true),
         512,
     ))
-}
-
-fn cdb10(op: u8, byte1: u8, lba: u32, blocks: u16) -> Vec<u8> {
-    let mut c = vec![op, byte1, 0, 0, 0, 0, 0, 0, 0, 0];
-    c[2..6].copy_from_slice(&lba.to_be_bytes());
-    c[7..9].copy_from_slice(&blocks.to_be_bytes());
-    c
-}
-
-fn cdb16(op: u8, byte1: u8, lba: u64, blocks: u32) -> Vec<u8> {
-    let mut c = vec![op, byte1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    c[2..10].copy_from_slice(&lba.to_be_bytes());
-    c[10..14].copy_from_slice(&blocks.to_be_bytes());
-    c
 }
 
 fn data(seed: u8, len: usize) -> Vec<u8> {

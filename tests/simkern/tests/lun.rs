@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use simkern::cam::{BusSpec, DeviceSpec};
 use simkern::ctl::{self, Reply, Request, Response};
 use simkern::devices::{Cdrom, Command, Identity as DeviceIdentity, OtherType, RamDisk, ScsiDevice};
 use simkern::remote::{Gated, IscsiDevice};
@@ -193,27 +192,7 @@ fn machine(extra: Vec<Arc<dyn ScsiDevice>>) -> Machine {
     };
     let mut devices: Vec<Arc<dyn ScsiDevice>> = vec![thin_disk(), long_serial_disk(), dvd(), Arc::new(tape)];
     devices.extend(extra);
-    let devices = devices
-        .into_iter()
-        .enumerate()
-        .map(|(t, device)| DeviceSpec {
-            target: t as u32,
-            lun: 0,
-            device,
-        })
-        .collect();
-    let bus = BusSpec {
-        sim_name: "mpr".into(),
-        sim_unit: 0,
-        maxio: 1 << 20,
-        openings: 32,
-        devices,
-    };
-    let m = Machine::boot(Config {
-        buses: vec![bus],
-        ctl: true,
-        extra_backends: Vec::new(),
-    });
+    let m = Machine::boot(Config::one_bus(1 << 20, 32, devices));
     m.kldload().unwrap();
     m
 }

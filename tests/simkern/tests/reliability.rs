@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use ctlpass::backend::DeviceName;
 use ctlpass::periph::io::{AbortCounts, QueueCounts};
-use simkern::cam::{self, BusSpec, DeviceSpec, Effect, Fault, Match, fixed_sense};
+use simkern::cam::{self, DeviceSpec, Effect, Fault, Match, fixed_sense};
+use simkern::cdb::cdb16;
 use simkern::ctl::frontend::{self, Response};
 use simkern::ctl::{self, Cmd, Request, Tmf};
 use simkern::devices::{Identity, RamDisk, ScsiDevice};
@@ -88,26 +89,7 @@ fn machine_with(n: u32, options: &[(&str, &str)]) -> (Machine, Vec<u32>) {
 /// and 1.
 fn machine_of(disks: Vec<Arc<dyn ScsiDevice>>, options: &[(&str, &str)]) -> (Machine, Vec<u32>) {
     let n = disks.len() as u32;
-    let devices = disks
-        .into_iter()
-        .zip(0..)
-        .map(|(device, t)| DeviceSpec {
-            target: t,
-            lun: 0,
-            device,
-        })
-        .collect();
-    let m = Machine::boot(Config {
-        buses: vec![BusSpec {
-            sim_name: "mpr".into(),
-            sim_unit: 0,
-            maxio: 1 << 20,
-            openings: 32,
-            devices,
-        }],
-        ctl: true,
-        extra_backends: Vec::new(),
-    });
+    let m = Machine::boot(Config::one_bus(1 << 20, 32, disks));
     m.kldload().expect("kldload ctlpass");
     let luns = (0..n)
         .map(|t| {
@@ -149,19 +131,11 @@ fn from(initiator: u32, cmd: Cmd) -> Cmd {
 }
 
 fn read16(lba: u64, blocks: u32) -> Cmd {
-    let mut c = vec![0x88, 0];
-    c.extend_from_slice(&lba.to_be_bytes());
-    c.extend_from_slice(&blocks.to_be_bytes());
-    c.extend_from_slice(&[0, 0]);
-    Cmd::read(&c, blocks as usize * 512)
+    Cmd::read(&cdb16(0x88, 0, lba, blocks), blocks as usize * 512)
 }
 
 fn write16(lba: u64, data: &[u8]) -> Cmd {
-    let mut c = vec![0x8a, 0];
-    c.extend_from_slice(&lba.to_be_bytes());
-    c.extend_from_slice(&((data.len() / 512) as u32).to_be_bytes());
-    c.extend_from_slice(&[0, 0]);
-    Cmd::write(&c, data)
+    Cmd::write(&cdb16(0x8a, 0, lba, (data.len() / 512) as u32), data)
 }
 
 /// Holds the next `n` commands touching `lbas` on the device at target

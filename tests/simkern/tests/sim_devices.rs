@@ -5,9 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use simkern::cam::{
-    self, BusSpec, DeviceSpec, DirectData, DirectOptions, DirectResult, Effect, Fault, Match, fixed_sense,
-};
+use simkern::cam::{self, DirectData, DirectOptions, DirectResult, Effect, Fault, Match, fixed_sense};
+use simkern::cdb::cdb10;
 use simkern::devices::{CHECK_CONDITION, GOOD, Identity, RamDisk};
 use simkern::{Config, Machine, sys};
 
@@ -28,34 +27,19 @@ fn identity() -> Identity {
 
 /// A machine with one 32 MiB disk at 0:0:0, on a bus of 32 openings.
 fn boot() -> Machine {
+    let disk = Arc::new(RamDisk::new(identity(), BLOCKS, BS as u32));
     Machine::boot(Config {
-        buses: vec![BusSpec {
-            sim_name: "mpr".into(),
-            sim_unit: 0,
-            maxio: 1024 * 1024,
-            openings: 32,
-            devices: vec![DeviceSpec {
-                target: 0,
-                lun: 0,
-                device: Arc::new(RamDisk::new(identity(), BLOCKS, BS as u32)),
-            }],
-        }],
         ctl: false,
-        extra_backends: Vec::new(),
+        ..Config::one_bus(1024 * 1024, 32, vec![disk])
     })
 }
 
 fn read10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut c = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    c[2..6].copy_from_slice(&lba.to_be_bytes());
-    c[7..9].copy_from_slice(&blocks.to_be_bytes());
-    c
+    cdb10(0x28, 0, lba, blocks)
 }
 
 fn write10(lba: u32, blocks: u16) -> Vec<u8> {
-    let mut c = read10(lba, blocks);
-    c[0] = 0x2a;
-    c
+    cdb10(0x2a, 0, lba, blocks)
 }
 
 fn read_in(lba: u32, blocks: u16) -> (Vec<u8>, DirectData) {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use ctlpass::backend::DeviceName;
 use ctlpass::periph::io::QueueCounts;
-use simkern::cam::{self, BusSpec, Count, DeviceSpec, DirectData, Effect, Fault, Match, fixed_sense};
+use simkern::cam::{self, Count, DirectData, Effect, Fault, Match, fixed_sense};
 use simkern::ctl::frontend::Response;
 use simkern::ctl::{self, Cmd, Request};
 use simkern::devices::{
@@ -250,22 +250,7 @@ impl Lab {
             let n = (preload - lba).min(256) as usize;
             assert!(disk.poke(lba, &blocks(0, lba, n)), "preloading LBA {lba}");
         }
-        let bus = BusSpec {
-            sim_name: "mpr".into(),
-            sim_unit: 0,
-            maxio,
-            openings: 32,
-            devices: vec![DeviceSpec {
-                target: 0,
-                lun: 0,
-                device: disk.clone(),
-            }],
-        };
-        let machine = Machine::boot(Config {
-            buses: vec![bus],
-            ctl: true,
-            extra_backends: Vec::new(),
-        });
+        let machine = Machine::boot(Config::one_bus(maxio, 32, vec![disk.clone()]));
         let mut lab = Lab {
             machine,
             lun: 0,

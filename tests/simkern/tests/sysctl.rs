@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use simkern::cam::{self, Effect, Fault, Match};
+use simkern::cdb::cdb16;
 use simkern::ctl::frontend::Response;
 use simkern::ctl::{self, Cmd, Request, Tmf};
 use simkern::shell::Shell;
@@ -106,19 +107,11 @@ fn remove(lun: u32) {
 }
 
 fn read16(lba: u64, blocks: u32, bs: usize) -> Cmd {
-    let mut c = vec![0x88, 0];
-    c.extend_from_slice(&lba.to_be_bytes());
-    c.extend_from_slice(&blocks.to_be_bytes());
-    c.extend_from_slice(&[0, 0]);
-    Cmd::read(&c, blocks as usize * bs)
+    Cmd::read(&cdb16(0x88, 0, lba, blocks), blocks as usize * bs)
 }
 
 fn write16(lba: u64, data: &[u8]) -> Cmd {
-    let mut c = vec![0x8a, 0];
-    c.extend_from_slice(&lba.to_be_bytes());
-    c.extend_from_slice(&((data.len() / 512) as u32).to_be_bytes());
-    c.extend_from_slice(&[0, 0]);
-    Cmd::write(&c, data)
+    Cmd::write(&cdb16(0x8a, 0, lba, (data.len() / 512) as u32), data)
 }
 
 fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {

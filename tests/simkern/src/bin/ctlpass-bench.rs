@@ -23,7 +23,7 @@ use std::process::Command as Process;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use simkern::cam::{self, BusSpec, DeviceSpec, DirectData};
+use simkern::cam::{self, DirectData};
 use simkern::ctl::{self, Cmd, Request, frontend};
 use simkern::devices::{Command, GOOD, Identity, Outcome, RamDisk, ScsiDevice};
 use simkern::{Config, Machine, malloc, sys};
@@ -74,10 +74,8 @@ impl ScsiDevice for DmaDisk {
 /// a LUN on each, and the power-on unit attentions taken; the LUN ids.
 fn machine(n: usize) -> (Machine, Vec<u32>) {
     let devices = (0..n as u32)
-        .map(|t| DeviceSpec {
-            target: t,
-            lun: 0,
-            device: Arc::new(DmaDisk(RamDisk::new(
+        .map(|t| {
+            Arc::new(DmaDisk(RamDisk::new(
                 Identity {
                     vendor: "SIMDISK".into(),
                     product: "BENCH".into(),
@@ -88,20 +86,10 @@ fn machine(n: usize) -> (Machine, Vec<u32>) {
                 },
                 BLOCKS,
                 BS as u32,
-            ))) as Arc<dyn ScsiDevice>,
+            ))) as Arc<dyn ScsiDevice>
         })
         .collect();
-    let m = Machine::boot(Config {
-        buses: vec![BusSpec {
-            sim_name: "mpr".into(),
-            sim_unit: 0,
-            maxio: 1 << 20,
-            openings: OPENINGS,
-            devices,
-        }],
-        ctl: true,
-        extra_backends: Vec::new(),
-    });
+    let m = Machine::boot(Config::one_bus(1 << 20, OPENINGS, devices));
     m.kldload().expect("kldload ctlpass");
     let luns = (0..n)
         .map(|t| {
