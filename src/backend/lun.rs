@@ -890,7 +890,6 @@ fn modify_lun<'r>(req: &'r LunReq<'_>) -> Result<u64, LunError<'r>> {
     let device = lun.lun().device();
     // The capacity now, if the device is there, has one, and has a medium.
     let mut cap = None;
-    let mut reset_on = None;
     if device.enter() {
         if let Some(p) = device.periph() {
             let kind = PeripheralType(p.softc().map_or(0, |s| s.identity.inquiry.device_type.0));
@@ -900,7 +899,6 @@ fn modify_lun<'r>(req: &'r LunReq<'_>) -> Result<u64, LunError<'r>> {
             }
             if let Some((_, _, reset)) = &update {
                 periph::set_reset_device(p, *reset);
-                reset_on = Some(*reset);
             }
         }
         drop(device.leave());
@@ -933,7 +931,7 @@ fn modify_lun<'r>(req: &'r LunReq<'_>) -> Result<u64, LunError<'r>> {
         let mut be = lock();
         if let Some(e) = be.entry(&lun) {
             e.lost = lost.unwrap_or_else(sysctl::lost);
-            e.reset_device = reset_on.unwrap_or(reset);
+            e.reset_device = reset;
             if let Some(r) = retired.and_then(|r| KBox::new(r, Wait::NoWait).ok()) {
                 e.retired.push_back(r);
             }
